@@ -1,0 +1,63 @@
+"""The selection interface: a name, a description, and one typed ``select`` method."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An unlabelled study that no other annotator holds a lease on."""
+
+    image_id: str
+    last_served_ts: float = 0.0  # 0.0: never served
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A chosen study; ``fields`` are merged into the reply (MONAI Label's ``weight``, a score...)."""
+
+    image_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SelectionContext:
+    strategy: str
+    client_id: str | None
+    params: dict[str, Any]
+    now: float
+    rng: random.Random
+
+
+class CandidatePool(Protocol):
+    """Unlabelled studies that are not leased to another annotator. Each method is one indexed query."""
+
+    def count(self) -> int: ...
+
+    def least_recently_served(self, k: int) -> list[Candidate]:
+        """Never-served studies first (in random order), then the least recently served."""
+        ...
+
+    def by_id(self, k: int, descending: bool = False) -> list[Candidate]:
+        """The lexicographically first (or last) ids."""
+        ...
+
+    def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
+        """The highest scores of ``method`` under ``model_version`` (the current one when None)."""
+        ...
+
+
+class Strategy(ABC):
+    """Chooses the next studies to annotate."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
+        """Return up to ``k`` selections, best first; an empty list when nothing is left."""

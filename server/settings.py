@@ -51,9 +51,13 @@ class Settings:
 
     def validate(self) -> None:
         if not (self.app_dir / "main.py").is_file():
-            raise ConfigError(f"--app {self.app_dir}: no main.py there; point --app at a folder like apps/segmentation")
+            raise ConfigError(
+                f"--app {self.app_dir}: no main.py there; point --app at a folder like apps/segmentation"
+            )
         if not self.studies.is_dir():
-            raise ConfigError(f"--studies {self.studies}: not a folder; create it or omit --studies for a demo set")
+            raise ConfigError(
+                f"--studies {self.studies}: not a folder; create it or omit --studies for a demo set"
+            )
         if not 0 <= self.port < 65536:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.lease_seconds <= 0:

@@ -1,0 +1,155 @@
+"""The ``labelloop`` command: ``start`` the server, make a ``demo`` studies folder, ``index`` one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from server import __version__
+from server.errors import ConfigError
+
+console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labelloop", description="Active-learning annotation server")
+    parser.add_argument("--version", action="version", version=f"labelloop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="run the server")
+    start.add_argument(
+        "--app", type=Path, default=None, help="app folder with main.py (default: apps/segmentation)"
+    )
+    start.add_argument(
+        "--studies", type=Path, default=None, help="studies folder (default: a generated demo folder)"
+    )
+    start.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in <studies>/.labelloop)")
+    start.add_argument("--data-dir", type=Path, default=None, help="where the database, sessions and logs go")
+    start.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    start.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    start.add_argument("--threads", type=int, default=None, help="request threads (default 8)")
+    start.add_argument(
+        "--lease-seconds", type=int, default=None, help="how long a served study stays reserved"
+    )
+    start.add_argument(
+        "--dicom-port", type=int, default=None, help="also run a DICOM Storage SCP on this port"
+    )
+    start.add_argument("--dicom-aet", default=None, help="the SCP's AE title (default LABELLOOP)")
+    start.add_argument(
+        "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
+    )
+
+    demo = sub.add_parser("demo", help="generate a demo studies folder")
+    demo.add_argument("folder", type=Path)
+    demo.add_argument("--count", type=int, default=12)
+    demo.add_argument("--size", type=int, default=64)
+
+    index = sub.add_parser("index", help="index a studies folder into its database and report")
+    index.add_argument("--studies", type=Path, required=True)
+    index.add_argument("--db", default=None)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "start":
+            return _start(args)
+        if args.command == "demo":
+            _demo(args.folder, args.count, args.size)
+            return 0
+        return _index(args)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+
+
+def _demo(folder: Path, count: int, size: int) -> None:
+    from server.demo import generate
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"demo studies in {folder}", total=count)
+        written = generate(folder, count, size, lambda done, total: progress.update(task, completed=done))
+    console.print(f"{written} new demo studies in {folder}")
+
+
+def _default_app() -> Path:
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = base / "apps" / "segmentation"
+        if (candidate / "main.py").is_file():
+            return candidate
+    raise ConfigError("no --app given and no apps/segmentation found; pass --app DIR")
+
+
+def _start(args: argparse.Namespace) -> int:
+    from waitress import serve
+
+    from server.app import create_app
+    from server.apploader import AppLoadError
+    from server.settings import Settings
+
+    studies = args.studies
+    if studies is None:
+        studies = Path.cwd() / "demo-studies"
+        if not studies.is_dir() or not any(studies.iterdir()):
+            _demo(studies, 12, 64)
+    settings = Settings.from_env(
+        app_dir=args.app or _default_app(),
+        studies=studies,
+        db_url=args.db,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        lease_seconds=args.lease_seconds,
+        dicom_port=args.dicom_port,
+        dicom_aet=args.dicom_aet,
+        conf=dict(args.conf),
+    )
+    try:
+        with console.status("indexing studies and loading the app"):
+            app = create_app(settings)
+    except AppLoadError as exc:
+        console.print(f"[red]app failed to load:[/red] {exc}")
+        return 2
+    report = app.extensions["index_report"]
+    console.print(
+        f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
+        f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
+    )
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        max_request_body_size=settings.max_upload_mb * 1024 * 1024,
+        channel_timeout=300,
+        ident="labelloop",
+    )
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from server.database import Database
+    from server.datastore.indexer import index_studies
+    from server.settings import normalise_db_url
+
+    studies = args.studies.resolve()
+    url = normalise_db_url(args.db or f"sqlite:///{studies / '.labelloop' / 'labelloop.db'}")
+    (studies / ".labelloop").mkdir(parents=True, exist_ok=True)
+    db = Database(url)
+    db.migrate()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("indexing", total=None)
+        report = index_studies(
+            db, studies, lambda what, done, total: progress.update(task, completed=done, total=total)
+        )
+    console.print(report.as_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The local datastore service: images and labels as files in the studies folder, rows in the database.
+
+Every change writes its file atomically (temporary file, rename) and commits its rows in the same
+unit of work, so a failed request leaves no file and no row behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from server.database import Database
+from server.datastore import files, volumes
+from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, inside
+from server.errors import BadRequest, NotFound
+from server.models import Assignment, Image, Label
+
+log = logging.getLogger(__name__)
+
+FINAL = "final"
+ORIGINAL = "original"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    name: str  # the download name: ``<id><ext>``
+
+
+class Datastore:
+    """Images, labels and their info. Kept in ``app.extensions["datastore"]``."""
+
+    def __init__(self, db: Database, studies: Path) -> None:
+        self.db = db
+        self.studies = studies.resolve()
+        self.labels_dir = self.studies / "labels"
+
+    # ---- paths -----------------------------------------------------------------------------
+    def image_file(self, image_id: str, ext: str) -> Path:
+        return inside(self.studies, f"{check_id(image_id)}{ext}")
+
+    def label_file(self, image_id: str, tag: str, ext: str) -> Path:
+        return inside(self.labels_dir, f"{check_tag(tag)}/{check_id(image_id)}{ext}")
+
+    def _abs(self, relative: str) -> Path:
+        return inside(self.studies, relative)
+
+    def _rel(self, path: Path) -> str:
+        return path.resolve().relative_to(self.studies).as_posix()
+
+    # ---- images ----------------------------------------------------------------------------
+    def add_image(
+        self, image_id: str, tmp: Path, ext: str, info: dict[str, Any] | None = None, *, check: bool = True
+    ) -> str:
+        """Store the file at ``tmp`` (already written, in the studies folder) as image ``image_id``."""
+        check_id(image_id)
+        if ext not in IMAGE_EXTS:
+            tmp.unlink(missing_ok=True)
+            raise BadRequest(f"unsupported image type {ext!r}: expected one of {', '.join(IMAGE_EXTS)}")
+        try:
+            header = volumes.check_volume(tmp, ext) if check else None
+        except BadRequest:
+            tmp.unlink(missing_ok=True)
+            raise
+        final = self.image_file(image_id, ext)
+        now = time.time()
+        with self.db.session() as s:
+            old = s.get(Image, image_id)
+            replaces = self._abs(old.file) if old is not None and old.ext != ext else None
+        size = tmp.stat().st_size
+        # The file move is the outer block: if the commit fails, the move is undone.
+        with files.placed(tmp, final, replaces), self.db.session() as s:
+            row = s.get(Image, image_id)
+            merged = dict(row.info) if row is not None else {}
+            merged.update(info or {})
+            merged.update({"ts": int(now), "name": final.name})
+            if header is not None:
+                merged["shape"] = list(header.shape)
+            if row is None:
+                row = Image(id=image_id, created_ts=now, rand_key=_rand_key(image_id), completed=False)
+                s.add(row)
+            row.ext, row.file, row.info = ext, self._rel(final), merged
+            row.size, row.mtime = size, final.stat().st_mtime
+        return image_id
+
+    def get_image(self, image_id: str) -> StoredFile:
+        with self.db.session() as s:
+            row = self._image(s, image_id)
+            path = self._abs(row.file)
+        if not path.is_file():
+            raise NotFound(f"Image NOT Found or is a directory: {image_id}")
+        return StoredFile(path, path.name)
+
+    def image_exists(self, image_id: str) -> bool:
+        check_id(image_id)
+        with self.db.session() as s:
+            return s.get(Image, image_id) is not None
+
+    def delete_image(self, image_id: str) -> None:
+        with self.db.session() as s:
+            row = self._image(s, image_id)
+            paths = [self._abs(row.file)] + [self._abs(lb.file) for lb in row.labels]
+        with ExitStack() as stack:
+            for path in paths:
+                stack.enter_context(files.removed(path))
+            with self.db.session() as s:
+                s.delete(self._image(s, image_id))
+
+    def image_info(self, image_id: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._image(s, image_id)
+            return self._info_with_strategy(s, row)
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(info, dict):
+            raise BadRequest("info must be a JSON object")
+        with self.db.session() as s:
+            row = self._image(s, image_id)
+            merged = dict(row.info)
+            merged.update(info)
+            row.info = merged
+            return self._info_with_strategy(s, row)
+
+    # ---- labels ----------------------------------------------------------------------------
+    def save_label(
+        self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store ``tmp`` as the ``tag`` label of ``image_id``; its shape must match the image's."""
+        tag = check_tag(tag)
+        try:
+            check_id(image_id)
+            if ext not in LABEL_EXTS:
+                raise BadRequest(f"unsupported label type {ext!r}: expected one of {', '.join(LABEL_EXTS)}")
+            with self.db.session() as s:
+                image = self._image(s, image_id)
+                image_path, image_ext = self._abs(image.file), image.ext
+            label_header = volumes.check_volume(tmp, ext)
+            image_header = volumes.read_header(image_path, image_ext)
+            _check_shapes(image_header.shape, label_header.shape)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        final = self.label_file(image_id, tag, ext)
+        now = time.time()
+        with self.db.session() as s:
+            old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+            replaces = self._abs(old.file) if old is not None and old.ext != ext else None
+        size = tmp.stat().st_size
+        with files.placed(tmp, final, replaces), self.db.session() as s:
+            image = self._image(s, image_id)
+            row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+            stored = dict(info or {})
+            stored.update({"ts": int(now), "name": final.name})
+            if row is None:
+                row = Label(image_id=image_id, tag=tag)
+                s.add(row)
+            row.ext, row.file, row.info, row.ts = ext, self._rel(final), stored, now
+            row.size, row.mtime = size, final.stat().st_mtime
+            if tag == FINAL:
+                # Ground truth: out of the next-sample pool, and its lease is released.
+                image.completed, image.lease_client, image.lease_expires = True, None, 0.0
+        return {"image": image_id, "label": image_id}
+
+    def temp_for_label(self, tag: str, ext: str) -> Path:
+        return files.temp_path(self.labels_dir / check_tag(tag), ext)
+
+    def temp_for_image(self, ext: str) -> Path:
+        return files.temp_path(self.studies, ext)
+
+    def get_label(self, image_id: str, tag: str) -> StoredFile:
+        with self.db.session() as s:
+            row = self._label(s, image_id, tag)
+            path = self._abs(row.file)
+        if not path.is_file():
+            raise NotFound(f"Label NOT Found: {image_id} ({tag})")
+        return StoredFile(path, path.name)
+
+    def label_exists(self, image_id: str, tag: str) -> bool:
+        check_id(image_id)
+        with self.db.session() as s:
+            return (
+                s.scalar(select(Label.id).where(Label.image_id == image_id, Label.tag == check_tag(tag)))
+                is not None
+            )
+
+    def delete_label(self, image_id: str, tag: str) -> None:
+        with self.db.session() as s:
+            path = self._abs(self._label(s, image_id, tag).file)
+        with files.removed(path), self.db.session() as s:
+            row = self._label(s, image_id, tag)
+            if row.tag == FINAL:
+                s.execute(update(Image).where(Image.id == image_id).values(completed=False))
+            s.delete(row)
+
+    def label_info(self, image_id: str, tag: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            return dict(self._label(s, image_id, tag).info)
+
+    def update_label_info(self, image_id: str, tag: str, info: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(info, dict):
+            raise BadRequest("info must be a JSON object")
+        with self.db.session() as s:
+            row = self._label(s, image_id, tag)
+            merged = dict(row.info)
+            merged.update(info)
+            row.info = merged
+            return merged
+
+    # ---- listings --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(Image)) or 0
+            completed = (
+                s.scalar(select(func.count()).select_from(Image).where(Image.completed.is_(True))) or 0
+            )
+            tags = dict(s.execute(select(Label.tag, func.count()).group_by(Label.tag)).tuples().all())
+        return {"total": total, "completed": completed, "label_tags": tags}
+
+    def listing_all(self) -> dict[str, Any]:
+        """MONAI Label's ``output=all``: every image with its info and labels."""
+        objects: dict[str, Any] = {}
+        with self.db.session() as s:
+            strategies = _assignments_by_image(s)
+            for row in s.scalars(select(Image).order_by(Image.id)):
+                info = dict(row.info)
+                if row.id in strategies:
+                    info["strategy"] = strategies[row.id]
+                objects[row.id] = {"image": {"ext": row.ext, "info": info}, "labels": {}}
+            for lb in s.scalars(select(Label)):
+                objects[lb.image_id]["labels"][lb.tag] = {"ext": lb.ext, "info": dict(lb.info)}
+        return {
+            "name": self.studies.name,
+            "description": "labelloop local datastore",
+            "images_dir": ".",
+            "labels_dir": "labels",
+            "objects": objects,
+        }
+
+    def train_list(self, tag: str = FINAL) -> list[dict[str, str]]:
+        """``[{image, label}]`` absolute paths of every image with a label under ``tag``."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Image.file, Label.file).join(Label, Label.image_id == Image.id).where(Label.tag == tag)
+            ).all()
+        return [{"image": str(self._abs(i)), "label": str(self._abs(lb))} for i, lb in rows]
+
+    def page(self, after: str | None, limit: int, completed: bool | None = None) -> dict[str, Any]:
+        """Keyset-paged listing (an extension): ``{total, items, next}``; ``next`` is the ``after`` to use."""
+        limit = max(1, min(limit, 1000))
+        with self.db.session() as s:
+            q = select(Image).order_by(Image.id).limit(limit + 1)
+            count = select(func.count()).select_from(Image)
+            if completed is not None:
+                q = q.where(Image.completed.is_(completed))
+                count = count.where(Image.completed.is_(completed))
+            if after:
+                q = q.where(Image.id > after)
+            rows = list(s.scalars(q))
+            total = s.scalar(count) or 0
+            more = len(rows) > limit
+            rows = rows[:limit]
+            ids = [r.id for r in rows]
+            tags: dict[str, list[str]] = {}
+            if ids:
+                for image_id, tag in s.execute(
+                    select(Label.image_id, Label.tag).where(Label.image_id.in_(ids))
+                ):
+                    tags.setdefault(image_id, []).append(tag)
+            items = [
+                {
+                    "id": r.id,
+                    "ext": r.ext,
+                    "completed": r.completed,
+                    "labels": sorted(tags.get(r.id, [])),
+                    "info": r.info,
+                }
+                for r in rows
+            ]
+        return {"total": total, "items": items, "next": ids[-1] if more else None}
+
+    def image_path(self, image_id: str) -> Path:
+        return self.get_image(image_id).path
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _image(self, s: Session, image_id: str) -> Image:
+        row = s.get(Image, check_id(image_id))
+        if row is None:
+            raise NotFound(f"Image NOT Found: {image_id}")
+        return row
+
+    def _label(self, s: Session, image_id: str, tag: str) -> Label:
+        check_id(image_id)
+        row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == check_tag(tag)))
+        if row is None:
+            raise NotFound(f"Label NOT Found: {image_id} ({tag or FINAL})")
+        return row
+
+    def _info_with_strategy(self, s: Session, row: Image) -> dict[str, Any]:
+        info = dict(row.info)
+        served = s.scalars(select(Assignment).where(Assignment.image_id == row.id)).all()
+        if served:
+            info["strategy"] = {a.strategy: {"ts": int(a.ts), "client_id": a.client_id} for a in served}
+        info["path"] = str(self._abs(row.file))
+        return info
+
+
+def _assignments_by_image(s: Session) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for a in s.scalars(select(Assignment)):
+        out.setdefault(a.image_id, {})[a.strategy] = {"ts": int(a.ts), "client_id": a.client_id}
+    return out
+
+
+def _check_shapes(image: tuple[int, ...], label: tuple[int, ...]) -> None:
+    spatial = image[:3] if len(image) >= 3 else image
+    got = tuple(s for s in label if s != 1) if len(label) > len(spatial) else label
+    if tuple(got[: len(spatial)]) != tuple(spatial):
+        raise BadRequest(f"label shape {list(label)} does not match image shape {list(image)}")
+
+
+def _rand_key(image_id: str) -> float:
+    """A stable pseudo-random key in [0, 1) per id (hash-based, so re-indexing gives the same order)."""
+    digest = hashlib.blake2b(image_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64

@@ -1,0 +1,204 @@
+"""Next-sample: run a strategy over the unlabelled, unleased pool and lease what it picks.
+
+Every pool query is backed by an index (``ix_images_next_random``, ``ix_images_next_id``,
+``ix_scores_rank``); leased rows are filtered on the way, and there are only as many of those as
+annotators. A pick is claimed with a compare-and-set ``UPDATE`` so two annotators asking at once
+never receive the same study, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from server.database import Database
+from server.datastore.store import Datastore
+from server.errors import BadRequest, NotFound
+from server.models import Assignment, Image, Score
+from strategies.base import Candidate, Selection, SelectionContext, Strategy
+
+CLAIM_ATTEMPTS = 8
+MAX_BATCH = 100
+
+
+class SqlCandidatePool:
+    """The ``CandidatePool`` over the database, as seen by one client at one moment."""
+
+    def __init__(self, s: Session, now: float, client_id: str | None, rng: random.Random, exclude: set[str]):
+        self.s, self.now, self.client_id, self.rng, self.exclude = s, now, client_id, rng, exclude
+
+    def _open(self) -> ColumnElement[bool]:
+        free = Image.lease_expires <= self.now
+        if self.client_id:
+            free = or_(free, Image.lease_client == self.client_id)
+        cond = and_(Image.completed.is_(False), free)
+        if self.exclude:
+            cond = and_(cond, Image.id.not_in(self.exclude))
+        return cond
+
+    def count(self) -> int:
+        from sqlalchemy import func
+
+        return self.s.scalar(select(func.count()).select_from(Image).where(self._open())) or 0
+
+    def least_recently_served(self, k: int) -> list[Candidate]:
+        r = self.rng.random()
+        never = and_(self._open(), Image.last_served_ts == 0.0)
+        cols = (Image.id, Image.last_served_ts)
+        rows = list(
+            self.s.execute(select(*cols).where(never, Image.rand_key >= r).order_by(Image.rand_key).limit(k))
+        )
+        if len(rows) < k:
+            rows += self.s.execute(
+                select(*cols).where(never, Image.rand_key < r).order_by(Image.rand_key).limit(k - len(rows))
+            ).all()
+        if len(rows) < k:
+            rows += self.s.execute(
+                select(*cols)
+                .where(self._open(), Image.last_served_ts > 0.0)
+                .order_by(Image.last_served_ts, Image.rand_key)
+                .limit(k - len(rows))
+            ).all()
+        return [Candidate(i, ts) for i, ts in rows]
+
+    def by_id(self, k: int, descending: bool = False) -> list[Candidate]:
+        order = Image.id.desc() if descending else Image.id
+        rows = self.s.execute(
+            select(Image.id, Image.last_served_ts).where(self._open()).order_by(order).limit(k)
+        )
+        return [Candidate(i, ts) for i, ts in rows]
+
+    def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
+        if model_version is None:
+            model_version = self.s.scalar(
+                select(Score.model_version).where(Score.method == method).order_by(Score.ts.desc()).limit(1)
+            )
+            if model_version is None:
+                return []
+        rows = self.s.execute(
+            select(Image.id, Image.last_served_ts, Score.value)
+            .join(Score, Score.image_id == Image.id)
+            .where(Score.method == method, Score.model_version == model_version, self._open())
+            .order_by(Score.value.desc())
+            .limit(k)
+        )
+        return [Candidate(i, ts, v) for i, ts, v in rows]
+
+
+@dataclass
+class Pick:
+    image_id: str
+    fields: dict[str, Any]
+
+
+class Sampler:
+    """Kept in ``app.extensions["sampler"]``; strategies come from the loaded app."""
+
+    def __init__(self, db: Database, datastore: Datastore, lease_seconds: int) -> None:
+        self.db, self.datastore, self.lease_seconds = db, datastore, lease_seconds
+        self.rng = random.Random()
+
+    def next_sample(
+        self, strategies: Mapping[str, Strategy], name: str, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Pick and lease up to ``k`` studies; each reply carries its id, path and image info."""
+        strategy = strategies.get(name)
+        if strategy is None:
+            raise NotFound(f"Strategy NOT Found: {name}; available: {', '.join(sorted(strategies))}")
+        client_id = params.get("client_id")
+        if client_id is not None and not isinstance(client_id, str):
+            raise BadRequest("client_id must be a string")
+        k = params.get("k", 1)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_BATCH:
+            raise BadRequest(f"k must be an integer in 1..{MAX_BATCH}")
+
+        claimed: list[Pick] = []
+        lost: set[str] = set()
+        for _ in range(CLAIM_ATTEMPTS):
+            now = time.time()
+            with self.db.sessions() as s:
+                pool = SqlCandidatePool(s, now, client_id, self.rng, lost | {p.image_id for p in claimed})
+                ctx = SelectionContext(name, client_id, params, now, self.rng)
+                picks = strategy.select(pool, k - len(claimed), ctx)
+            if not picks:
+                break
+            for sel in picks:
+                if self._claim(sel, name, client_id, now, keep={p.image_id for p in claimed}):
+                    claimed.append(Pick(sel.image_id, sel.fields))
+                else:
+                    lost.add(sel.image_id)
+            if len(claimed) >= k:
+                break
+        return [self._reply(p) for p in claimed]
+
+    def _claim(
+        self, sel: Selection, strategy: str, client_id: str | None, now: float, keep: set[str]
+    ) -> bool:
+        lease: dict[str, Any] = {"last_served_ts": now}
+        if client_id:
+            lease.update(lease_client=client_id, lease_expires=now + self.lease_seconds)
+        free = Image.lease_expires <= now
+        if client_id:
+            free = or_(free, Image.lease_client == client_id)
+        with self.db.session() as s:
+            result = s.execute(
+                update(Image)
+                .where(Image.id == sel.image_id, Image.completed.is_(False), free)
+                .values(**lease)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            if client_id and not keep:
+                # A client holds the leases of its latest request: asking again releases the older ones.
+                s.execute(
+                    update(Image)
+                    .where(Image.lease_client == client_id, Image.id != sel.image_id)
+                    .values(lease_client=None, lease_expires=0.0)
+                    .execution_options(synchronize_session=False)
+                )
+            self._record(s, sel.image_id, strategy, client_id, now)
+        return True
+
+    def _record(self, s: Session, image_id: str, strategy: str, client_id: str | None, now: float) -> None:
+        values = {"image_id": image_id, "strategy": strategy, "client_id": client_id, "ts": now}
+        ins = (
+            pg_insert(Assignment)
+            if s.bind and s.bind.dialect.name == "postgresql"
+            else sqlite_insert(Assignment)
+        )
+        s.execute(
+            ins.values(**values).on_conflict_do_update(
+                index_elements=["image_id", "strategy"], set_={"client_id": client_id, "ts": now}
+            )
+        )
+
+    def _reply(self, pick: Pick) -> dict[str, Any]:
+        info = self.datastore.image_info(pick.image_id)
+        reply: dict[str, Any] = {"id": pick.image_id}
+        reply.update(pick.fields)
+        reply.update(info)
+        with self.db.sessions() as s:
+            row = s.get(Image, pick.image_id)
+            if row is not None and row.lease_client:
+                reply["lease"] = {"client_id": row.lease_client, "expires_ts": int(row.lease_expires)}
+        return reply
+
+    def release(self, client_id: str) -> int:
+        """Give back every lease ``client_id`` holds."""
+        with self.db.session() as s:
+            result = s.execute(
+                update(Image)
+                .where(Image.lease_client == client_id)
+                .values(lease_client=None, lease_expires=0.0)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]

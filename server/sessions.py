@@ -1,0 +1,164 @@
+"""Sessions: volumes uploaded for a while (Slicer's local volumes), swept when they expire."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from server.database import Database
+from server.datastore.files import write_stream
+from server.datastore.ids import inside
+from server.errors import BadRequest, NotFound
+from server.models import Session as SessionRow
+
+log = logging.getLogger(__name__)
+
+
+def safe_name(filename: str | None, default: str = "image.nii.gz") -> str:
+    name = Path((filename or "").replace("\\", "/")).name
+    cleaned = "".join(c for c in name if c.isalnum() or c in "._-+ ").strip(" .")
+    return cleaned or default
+
+
+class SessionStore:
+    """Kept in ``app.extensions["sessions"]``; files live in ``<data>/sessions/<id>/``."""
+
+    def __init__(self, db: Database, root: Path, default_expiry: int, max_expiry: int) -> None:
+        self.db, self.root = db, root
+        self.default_expiry, self.max_expiry = default_expiry, max_expiry
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def create(
+        self, uploads: list[tuple[str | None, IO[bytes]]], expiry: int, uncompress: bool
+    ) -> dict[str, Any]:
+        if not uploads:
+            raise BadRequest("no files: send one or more files in the multipart field 'files'")
+        expiry = self.default_expiry if expiry <= 0 else min(expiry, self.max_expiry)
+        sid = str(uuid.uuid1())
+        folder = inside(self.root, sid)
+        tmp = self.root / f".tmp-{sid}"
+        tmp.mkdir(parents=True)
+        try:
+            paths = []
+            for filename, stream in uploads:
+                dest = tmp / safe_name(filename)
+                write_stream(stream, dest)
+                if uncompress and zipfile.is_zipfile(dest):
+                    paths.extend(_unzip(dest, tmp))
+                    dest.unlink()
+                else:
+                    paths.append(dest)
+            image = paths[0].name if len(paths) == 1 else ""
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        now = time.time()
+        row = SessionRow(
+            id=sid,
+            name=sid,
+            path=str(folder),
+            image=str(folder / image) if image else str(folder),
+            meta={"files": [p.name for p in paths]},
+            create_ts=now,
+            last_access_ts=now,
+            expiry=expiry,
+            expires_at=now + expiry,
+        )
+        try:
+            with self.db.session() as s:
+                s.add(row)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return {"session_id": sid, "session_info": _info(row)}
+
+    def get(self, sid: str, update_ts: bool = False) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._row(s, sid)
+            if update_ts:
+                row.last_access_ts = time.time()
+                row.expires_at = row.last_access_ts + row.expiry
+            return _info(row)
+
+    def image_path(self, sid: str) -> Path:
+        info = self.get(sid, update_ts=True)
+        path = Path(info["image"])
+        if not path.is_file():
+            raise NotFound(f"Session ({sid}) holds no single image file")
+        return path
+
+    def delete(self, sid: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._row(s, sid)
+            info = _info(row)
+            s.delete(row)
+        shutil.rmtree(info["path"], ignore_errors=True)
+        return info
+
+    def sweep(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self.db.session() as s:
+            expired = list(s.scalars(select(SessionRow).where(SessionRow.expires_at < now)))
+            for row in expired:
+                s.delete(row)
+        for row in expired:
+            shutil.rmtree(row.path, ignore_errors=True)
+        return len(expired)
+
+    def start_sweeper(self, every: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    n = self.sweep()
+                    if n:
+                        log.info("swept %d expired sessions", n)
+                except Exception:
+                    log.exception("session sweep failed")
+
+        self._thread = threading.Thread(target=loop, name="session-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _row(self, s: Any, sid: str) -> SessionRow:
+        row = s.get(SessionRow, sid) if sid and len(sid) <= 64 else None
+        if row is None or row.expires_at < time.time():
+            raise NotFound(f"Session ({sid}) Not Found")
+        return row
+
+
+def _info(row: SessionRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "path": row.path,
+        "image": row.image,
+        "meta": row.meta,
+        "create_ts": int(row.create_ts),
+        "last_access_ts": int(row.last_access_ts),
+        "expiry": row.expiry,
+    }
+
+
+def _unzip(archive: Path, folder: Path) -> list[Path]:
+    out = []
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.infolist():
+            if member.is_dir():
+                continue
+            dest = folder / safe_name(member.filename)
+            with zf.open(member) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            out.append(dest)
+    return out

@@ -33,7 +33,7 @@ class Database:
         return self.url.startswith("sqlite")
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revisions (every head: feature branches may each add one)."""
+        """Bring the schema to the newest Alembic revisions (every head: branches may each add one)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))

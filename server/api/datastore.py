@@ -123,19 +123,15 @@ def delete_label() -> Any:
     return jsonify({})
 
 
-@bp.get("/datastore/label")
+@bp.route("/datastore/label", methods=["GET", "HEAD"])
 def get_label() -> Any:
-    label_id = request.args.get("label")
-    stored = datastore().get_label(check_id(label_id, "label"), check_tag(request.args.get("tag")))
+    tag = check_tag(request.args.get("tag"))
+    if request.method == "HEAD":
+        # HEAD asks "is there a label?" by image id (GET downloads it by label id).
+        exists = datastore().label_exists(check_id(request.args.get("image")), tag)
+        return Response(status=200 if exists else 404)
+    stored = datastore().get_label(check_id(request.args.get("label"), "label"), tag)
     return download(stored.path, stored.name)
-
-
-@bp.route("/datastore/label", methods=["HEAD"])
-def head_label() -> Any:
-    image_id = check_id(request.args.get("image"))
-    if not datastore().label_exists(image_id, check_tag(request.args.get("tag"))):
-        return Response(status=404)
-    return Response(status=200)
 
 
 @bp.get("/datastore/label/info")

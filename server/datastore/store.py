@@ -60,16 +60,24 @@ class Datastore:
     def add_image(
         self, image_id: str, tmp: Path, ext: str, info: dict[str, Any] | None = None, *, check: bool = True
     ) -> str:
-        """Store the file at ``tmp`` (already written, in the studies folder) as image ``image_id``."""
-        check_id(image_id)
-        if ext not in IMAGE_EXTS:
-            tmp.unlink(missing_ok=True)
-            raise BadRequest(f"unsupported image type {ext!r}: expected one of {', '.join(IMAGE_EXTS)}")
+        """Store the file at ``tmp`` (already written, in the studies folder) as image ``image_id``.
+
+        ``tmp`` is consumed: moved into place on success, removed on any failure.
+        """
         try:
-            header = volumes.check_volume(tmp, ext) if check else None
-        except BadRequest:
+            self._add_image(image_id, tmp, ext, info, check)
+        except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return image_id
+
+    def _add_image(
+        self, image_id: str, tmp: Path, ext: str, info: dict[str, Any] | None, check: bool
+    ) -> None:
+        check_id(image_id)
+        if ext not in IMAGE_EXTS:
+            raise BadRequest(f"unsupported image type {ext!r}: expected one of {', '.join(IMAGE_EXTS)}")
+        header = volumes.check_volume(tmp, ext) if check else None
         final = self.image_file(image_id, ext)
         now = time.time()
         with self.db.session() as s:
@@ -89,7 +97,6 @@ class Datastore:
                 s.add(row)
             row.ext, row.file, row.info = ext, self._rel(final), merged
             row.size, row.mtime = size, final.stat().st_mtime
-        return image_id
 
     def get_image(self, image_id: str) -> StoredFile:
         with self.db.session() as s:
@@ -133,26 +140,30 @@ class Datastore:
     def save_label(
         self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Store ``tmp`` as the ``tag`` label of ``image_id``; its shape must match the image's."""
-        tag = check_tag(tag)
+        """Store ``tmp`` as the ``tag`` label of ``image_id``; its shape must match the image's.
+
+        ``tmp`` is consumed: moved into place on success, removed on any failure.
+        """
         try:
-            check_id(image_id)
-            if ext not in LABEL_EXTS:
-                raise BadRequest(f"unsupported label type {ext!r}: expected one of {', '.join(LABEL_EXTS)}")
-            with self.db.session() as s:
-                image = self._image(s, image_id)
-                image_path, image_ext = self._abs(image.file), image.ext
-            label_header = volumes.check_volume(tmp, ext)
-            image_header = volumes.read_header(image_path, image_ext)
-            _check_shapes(image_header.shape, label_header.shape)
+            self._save_label(image_id, check_tag(tag), tmp, ext, info)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        final = self.label_file(image_id, tag, ext)
-        now = time.time()
+        return {"image": image_id, "label": image_id}
+
+    def _save_label(self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None) -> None:
+        check_id(image_id)
+        if ext not in LABEL_EXTS:
+            raise BadRequest(f"unsupported label type {ext!r}: expected one of {', '.join(LABEL_EXTS)}")
         with self.db.session() as s:
+            image = self._image(s, image_id)
+            image_path, image_ext = self._abs(image.file), image.ext
             old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
             replaces = self._abs(old.file) if old is not None and old.ext != ext else None
+        label_header = volumes.check_volume(tmp, ext)
+        _check_shapes(volumes.read_header(image_path, image_ext).shape, label_header.shape)
+        final = self.label_file(image_id, tag, ext)
+        now = time.time()
         size = tmp.stat().st_size
         with files.placed(tmp, final, replaces), self.db.session() as s:
             image = self._image(s, image_id)
@@ -167,7 +178,6 @@ class Datastore:
             if tag == FINAL:
                 # Ground truth: out of the next-sample pool, and its lease is released.
                 image.completed, image.lease_client, image.lease_expires = True, None, 0.0
-        return {"image": image_id, "label": image_id}
 
     def temp_for_label(self, tag: str, ext: str) -> Path:
         return files.temp_path(self.labels_dir / check_tag(tag), ext)

@@ -1,0 +1,135 @@
+"""Shared fixtures: synthetic volumes, and a real labelloop server on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+SEG_APP = REPO / "apps" / "segmentation"
+AFFINE = np.array([[-1.5, 0, 0, 10.0], [0, -1.5, 0, 20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_volume(path: Path, seed: int = 0, size: int = 32, dtype: type = np.int16) -> Path:
+    """A small CT-like volume (spheres on a noisy background) saved as NIfTI with a non-trivial affine."""
+    from monai.data import create_test_image_3d
+
+    rad_max = max(2, min(6, (size - 1) // 2 - 1))
+    image, _ = create_test_image_3d(
+        size, size, size, num_objs=4, rad_max=rad_max, rad_min=1, random_state=np.random.RandomState(seed)
+    )
+    data = (image * 1000 - 500).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, AFFINE), str(path))
+    return path
+
+
+def write_label(path: Path, shape: tuple[int, ...] = (32, 32, 32), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    data = (rng.random(shape) > 0.7).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, AFFINE), str(path))
+    return path
+
+
+@dataclass
+class Server:
+    """A ``labelloop start`` subprocess; ``url`` ends without a slash (as clients expect)."""
+
+    studies: Path
+    port: int
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        cmd = [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "start",
+            "--studies",
+            str(self.studies),
+            "--port",
+            str(self.port),
+        ]
+        if "--app" not in self.args:
+            cmd += ["--app", str(SEG_APP)]
+        cmd += self.args
+        self.log = self.studies.parent / f"server-{self.port}-{time.time_ns()}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early ({self.proc.returncode}):\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/info/", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> Server:
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def studies(tmp_path: Path) -> Path:
+    folder = tmp_path / "studies"
+    for i in range(3):
+        write_volume(folder / f"study_{i}.nii.gz", seed=i)
+    return folder
+
+
+@pytest.fixture
+def db_url() -> str:
+    """SQLite by default; the PostgreSQL run sets LABELLOOP_TEST_DB_URL (one fresh database per test)."""
+    return ""
+
+
+@pytest.fixture
+def server(studies: Path, db_url: str) -> Iterator[Server]:
+    args = ["--db", db_url] if db_url else []
+    srv = Server(studies, free_port(), args=args).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

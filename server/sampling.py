@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -45,8 +44,6 @@ class SqlCandidatePool:
         return cond
 
     def count(self) -> int:
-        from sqlalchemy import func
-
         return self.s.scalar(select(func.count()).select_from(Image).where(self._open())) or 0
 
     def least_recently_served(self, k: int) -> list[Candidate]:
@@ -93,12 +90,6 @@ class SqlCandidatePool:
         return [Candidate(i, ts, v) for i, ts, v in rows]
 
 
-@dataclass
-class Pick:
-    image_id: str
-    fields: dict[str, Any]
-
-
 class Sampler:
     """Kept in ``app.extensions["sampler"]``; strategies come from the loaded app."""
 
@@ -120,33 +111,35 @@ class Sampler:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_BATCH:
             raise BadRequest(f"k must be an integer in 1..{MAX_BATCH}")
 
-        claimed: list[Pick] = []
+        claimed: list[dict[str, Any]] = []
         lost: set[str] = set()
         for _ in range(CLAIM_ATTEMPTS):
             now = time.time()
+            taken = {c["id"] for c in claimed}
             with self.db.sessions() as s:
-                pool = SqlCandidatePool(s, now, client_id, self.rng, lost | {p.image_id for p in claimed})
+                pool = SqlCandidatePool(s, now, client_id, self.rng, lost | taken)
                 ctx = SelectionContext(name, client_id, params, now, self.rng)
                 picks = strategy.select(pool, k - len(claimed), ctx)
             if not picks:
                 break
             for sel in picks:
-                if self._claim(sel, name, client_id, now, keep={p.image_id for p in claimed}):
-                    claimed.append(Pick(sel.image_id, sel.fields))
-                else:
+                reply = self._claim(sel, name, client_id, now, first=not claimed)
+                if reply is None:
                     lost.add(sel.image_id)
+                else:
+                    claimed.append(reply)
             if len(claimed) >= k:
                 break
-        return [self._reply(p) for p in claimed]
+        return claimed
 
     def _claim(
-        self, sel: Selection, strategy: str, client_id: str | None, now: float, keep: set[str]
-    ) -> bool:
+        self, sel: Selection, strategy: str, client_id: str | None, now: float, first: bool
+    ) -> dict[str, Any] | None:
+        """Lease ``sel`` if it is still free (compare-and-set) and build its reply, in one transaction."""
         lease: dict[str, Any] = {"last_served_ts": now}
-        if client_id:
-            lease.update(lease_client=client_id, lease_expires=now + self.lease_seconds)
         free = Image.lease_expires <= now
         if client_id:
+            lease.update(lease_client=client_id, lease_expires=now + self.lease_seconds)
             free = or_(free, Image.lease_client == client_id)
         with self.db.session() as s:
             result = s.execute(
@@ -156,49 +149,32 @@ class Sampler:
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            if client_id and not keep:
+                return None
+            if client_id and first:
                 # A client holds the leases of its latest request: asking again releases the older ones.
+                # ``lease_expires > 0`` keeps this on the lease index (only leased rows are visited).
                 s.execute(
                     update(Image)
-                    .where(Image.lease_client == client_id, Image.id != sel.image_id)
+                    .where(Image.lease_expires > 0.0, Image.lease_client == client_id)
+                    .where(Image.id != sel.image_id)
                     .values(lease_client=None, lease_expires=0.0)
                     .execution_options(synchronize_session=False)
                 )
             self._record(s, sel.image_id, strategy, client_id, now)
-        return True
+            row = s.get(Image, sel.image_id)
+            assert row is not None
+            reply: dict[str, Any] = {"id": sel.image_id, **sel.fields}
+            reply.update(self.datastore.info_of(s, row))
+            if row.lease_client:
+                reply["lease"] = {"client_id": row.lease_client, "expires_ts": int(row.lease_expires)}
+            return reply
 
     def _record(self, s: Session, image_id: str, strategy: str, client_id: str | None, now: float) -> None:
         values = {"image_id": image_id, "strategy": strategy, "client_id": client_id, "ts": now}
-        ins = (
-            pg_insert(Assignment)
-            if s.bind and s.bind.dialect.name == "postgresql"
-            else sqlite_insert(Assignment)
-        )
+        postgres = s.bind is not None and s.bind.dialect.name == "postgresql"
+        ins = pg_insert(Assignment) if postgres else sqlite_insert(Assignment)
         s.execute(
             ins.values(**values).on_conflict_do_update(
                 index_elements=["image_id", "strategy"], set_={"client_id": client_id, "ts": now}
             )
         )
-
-    def _reply(self, pick: Pick) -> dict[str, Any]:
-        info = self.datastore.image_info(pick.image_id)
-        reply: dict[str, Any] = {"id": pick.image_id}
-        reply.update(pick.fields)
-        reply.update(info)
-        with self.db.sessions() as s:
-            row = s.get(Image, pick.image_id)
-            if row is not None and row.lease_client:
-                reply["lease"] = {"client_id": row.lease_client, "expires_ts": int(row.lease_expires)}
-        return reply
-
-    def release(self, client_id: str) -> int:
-        """Give back every lease ``client_id`` holds."""
-        with self.db.session() as s:
-            result = s.execute(
-                update(Image)
-                .where(Image.lease_client == client_id)
-                .values(lease_client=None, lease_expires=0.0)
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,181 @@
+"""Datastore at scale: index, restart, next-sample, stats and paged listing on 10k and 100k studies.
+
+Builds tiny-study folders (real 4x4x4 NIfTI files), starts the real server on each, and drives it over
+HTTP with a persistent connection, as a viewer plugin does. Prints JSON and a table; writes
+``benchmarks/results/datastore.json``.
+
+    .venv/bin/python benchmarks/datastore.py                 # 10k and 100k
+    .venv/bin/python benchmarks/datastore.py --sizes 1000    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+APP = REPO / "apps" / "segmentation"
+GOALS = {10_000: {"next_p95_ms": 5.0}, 100_000: {"next_p95_ms": 10.0, "restart_s": 2.0}}
+
+
+def tiny_nifti() -> bytes:
+    img = nib.Nifti1Image(np.arange(64, dtype=np.uint8).reshape(4, 4, 4), np.eye(4))
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
+def build_folder(folder: Path, n: int) -> float:
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = tiny_nifti()
+    for i in range(n):
+        with open(folder / f"study_{i:06d}.nii.gz", "wb") as f:
+            f.write(payload)
+    return time.perf_counter() - t0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(folder: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "server.cli", "start", "--app", str(APP), "--studies", str(folder), "--port", str(port)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/info/")
+            if conn.getresponse().status == 200:
+                return proc, time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def index_seconds(log: Path) -> float:
+    """The server logs each index pass with its duration; take the last one."""
+    for line in reversed(log.read_text().splitlines()):
+        if "indexed" in line and "'seconds':" in line:
+            return float(line.split("'seconds':")[1].split(",")[0])
+    return float("nan")
+
+
+def timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, n: int) -> list[float]:
+    out = []
+    headers = {"content-type": "application/json"} if body else {}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        out.append((time.perf_counter() - t0) * 1000)
+        assert resp.status == 200, data[:200]
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def run_size(n: int, root: Path, requests: int) -> dict[str, object]:
+    folder = root / f"studies_{n}"
+    build_s = build_folder(folder, n)
+    log = root / f"server_{n}.log"
+    port = free_port()
+    proc, first_ready = start(folder, port, log)
+    first_index = index_seconds(log)
+    stop(proc)
+    proc, restart_ready = start(folder, port, log)
+    restart_index = index_seconds(log)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    result: dict[str, object] = {
+        "studies": n,
+        "build_folder_s": round(build_s, 2),
+        "first_index_s": first_index,
+        "first_ready_s": round(first_ready, 2),
+        "restart_index_s": restart_index,
+        "restart_ready_s": round(restart_ready, 2),
+    }
+    timed(conn, "GET", "/info/", None, 5)  # warm
+    for strategy in ("random", "first"):
+        lat = []
+        for i in range(requests):
+            body = json.dumps({"client_id": f"annotator-{i % 4}"}).encode()
+            lat += timed(conn, "POST", f"/activelearning/{strategy}", body, 1)
+        result[f"next_{strategy}_p50_ms"] = pct(lat, 50)
+        result[f"next_{strategy}_p95_ms"] = pct(lat, 95)
+    stats = timed(conn, "GET", "/datastore/?output=stats", None, requests)
+    result["stats_p95_ms"] = pct(stats, 95)
+    page = []
+    after = ""
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        conn.request("GET", f"/datastore/?output=page&limit=100&after={after}")
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        page.append((time.perf_counter() - t0) * 1000)
+        after = body["next"] or ""
+    result["page_p95_ms"] = pct(page, 95)
+    info = timed(conn, "GET", "/info/", None, requests)
+    result["info_p95_ms"] = pct(info, 95)
+    result["rss_mb"] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
+    stop(proc)
+    goals = GOALS.get(n, {})
+    result["goal_next_p95_ms"] = goals.get("next_p95_ms")
+    result["goal_restart_s"] = goals.get("restart_s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "datastore.json")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ll-bench-") as tmp:
+        for n in args.sizes:
+            rows.append(run_size(n, Path(tmp), args.requests))
+            print(f"{n} studies done", file=sys.stderr)
+    report = {
+        "benchmark": "datastore",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "database": "sqlite (default)",
+        "transport": "HTTP/1.1 keep-alive to the real server (waitress), one client thread",
+        "results": rows,
+    }
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    keys = [k for k in rows[0] if k not in ("goal_next_p95_ms", "goal_restart_s")]
+    print("\n| metric | " + " | ".join(f"{r['studies']:,}" for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for k in keys[1:]:
+        print(f"| {k} | " + " | ".join(str(r[k]) for r in rows) + " |")
+
+
+if __name__ == "__main__":
+    main()

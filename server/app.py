@@ -9,7 +9,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from server import __version__
-from server.api import activelearning, datastore, info, logs, misc, session
+from server.api import activelearning, auth, datastore, info, logs, misc, session
 from server.apploader import load_app
 from server.appspec import AppSpec
 from server.database import Database
@@ -59,6 +59,8 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
 
     CORS(app, origins=settings.cors_origins, supports_credentials=True)
     register_error_handlers(app)
+    if settings.api_token:
+        auth.init_app(app, settings.api_token)
     for module in (misc, info, datastore, activelearning, session, logs):
         app.register_blueprint(module.bp)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)

@@ -32,6 +32,8 @@ class Settings:
     dicom_allow: str = ""
     dicom_series_idle_seconds: float = 5.0
     cors_origins: str = "*"
+    # When set, every request needs ``Authorization: Bearer <token>`` (see server/api/auth.py).
+    api_token: str = ""
     conf: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -60,6 +60,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    ready_path: str = "/info/"  # polled until it answers 200 (``/`` when auth is on)
 
     @property
     def url(self) -> str:
@@ -88,7 +89,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early ({self.proc.returncode}):\n{self.log.read_text()}")
             try:
-                if requests.get(self.url + "/info/", timeout=2).status_code == 200:
+                if requests.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -1,0 +1,65 @@
+"""Optional token auth, spoken through MONAI Label's ``/auth/`` flow so the clients log in unchanged.
+
+Off by default: then ``/auth/`` is not mounted (404) and clients skip login, as with MONAI Label. With
+``LABELLOOP_API_TOKEN`` set, ``GET /auth/`` says enabled, ``POST /auth/token`` trades a username and
+that token (as the password) for a bearer token, and every other request must carry it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+
+from server.api.common import settings
+
+bp = Blueprint("auth", __name__)
+OPEN_PATHS = ("/", "/auth/", "/auth", "/auth/token")
+
+
+def _token_ok(header: str | None, token: str) -> bool:
+    if not header or " " not in header:
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _unauthorized(detail: str) -> Response:
+    resp = jsonify(detail=detail)
+    resp.status_code = 401
+    resp.headers["WWW-Authenticate"] = "Bearer"
+    return resp
+
+
+def init_app(app: Flask, token: str) -> None:
+    """Mount ``/auth/`` and check every request's bearer token."""
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def _check_token() -> Response | None:
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+            return None
+        if not _token_ok(request.headers.get("Authorization"), token):
+            return _unauthorized("missing or invalid bearer token: POST /auth/token first")
+        return None
+
+
+@bp.get("/auth/")
+def auth_info() -> Any:
+    return jsonify({"enabled": True, "client_id": "labelloop", "realm": "labelloop"})
+
+
+@bp.post("/auth/token")
+def auth_token() -> Any:
+    token = settings().api_token
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    if not username or not hmac.compare_digest(password.encode(), token.encode()):
+        return _unauthorized("wrong username or token")
+    return jsonify({"access_token": token, "token_type": "Bearer", "expires_in": 0, "scope": "labelloop"})
+
+
+@bp.get("/auth/token/valid")
+def auth_valid() -> Any:
+    return jsonify({"username": "labelloop", "email": "", "name": "labelloop", "roles": ["monailabel-admin"]})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -26,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         "--app", type=Path, default=None, help="app folder with main.py (default: apps/segmentation)"
     )
     start.add_argument(
-        "--studies", type=Path, default=None, help="studies folder (default: a generated demo folder)"
+        "--studies",
+        default=None,
+        help="studies folder, or a DICOMweb URL such as http://host:8042/dicom-web (default: a demo folder)",
     )
     start.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in <studies>/.labelloop)")
     start.add_argument("--data-dir", type=Path, default=None, help="where the database, sessions and logs go")
@@ -40,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "--dicom-port", type=int, default=None, help="also run a DICOM Storage SCP on this port"
     )
     start.add_argument("--dicom-aet", default=None, help="the SCP's AE title (default LABELLOOP)")
+    start.add_argument("--dicom-allow", default=None, help="callers let in: AET, AET@HOST, @HOST, ...")
+    start.add_argument("--dicom-export", default=None, help="send DICOM SEG of final labels to AET@HOST:PORT")
+    start.add_argument("--dicomweb", default=None, help="DICOMweb PACS URL to take studies from")
     start.add_argument(
         "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
     )
@@ -91,8 +98,12 @@ def _start(args: argparse.Namespace) -> int:
     from server.apploader import AppLoadError
     from server.settings import Settings
 
-    studies = args.studies
-    if studies is None:
+    studies, dicomweb = args.studies, args.dicomweb
+    if studies is not None and studies.startswith(("http://", "https://")):
+        studies, dicomweb = None, studies  # MONAI Label style: a URL is the source, a local folder its cache
+    if studies is None and dicomweb:
+        studies = _dicomweb_cache(dicomweb, args.data_dir)
+    elif studies is None:
         studies = Path.cwd() / "demo-studies"
         if not studies.is_dir() or not any(studies.iterdir()):
             _demo(studies, 12, 64)
@@ -107,6 +118,9 @@ def _start(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         dicom_port=args.dicom_port,
         dicom_aet=args.dicom_aet,
+        dicom_allow=args.dicom_allow,
+        dicom_export_node=args.dicom_export,
+        dicomweb_url=dicomweb,
         conf=dict(args.conf),
     )
     try:
@@ -120,6 +134,7 @@ def _start(args: argparse.Namespace) -> int:
         f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
         f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
     )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave serve() so atexit stops the services
     serve(
         app,
         host=settings.host,
@@ -130,6 +145,15 @@ def _start(args: argparse.Namespace) -> int:
         ident="labelloop",
     )
     return 0
+
+
+def _dicomweb_cache(url: str, data_dir: Path | None) -> Path:
+    """The local folder that caches a DICOMweb source's volumes: ``<data-dir>/studies`` or one per URL."""
+    digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+    base = data_dir or Path.home() / ".cache" / "labelloop" / "dicomweb" / digest
+    folder = base / "studies"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _index(args: argparse.Namespace) -> int:

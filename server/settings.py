@@ -31,6 +31,12 @@ class Settings:
     dicom_aet: str = "LABELLOOP"
     dicom_allow: str = ""
     dicom_series_idle_seconds: float = 5.0
+    # C-STORE destination for DICOM SEG exports of final labels: "AET@host:port" (empty: none).
+    dicom_export_node: str = ""
+    # A DICOMweb PACS as the source (``--dicomweb`` or ``--studies http...``); ``studies`` caches it.
+    dicomweb_url: str = ""
+    dicomweb_prefetch: int = 4
+    dicomweb_sync_seconds: float = 300.0
     cors_origins: str = "*"
     # When set, every request needs ``Authorization: Bearer <token>`` (see server/api/auth.py).
     api_token: str = ""
@@ -64,6 +70,8 @@ class Settings:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.lease_seconds <= 0:
             raise ConfigError("--lease-seconds must be positive")
+        if self.dicomweb_url and not self.dicomweb_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--dicomweb {self.dicomweb_url}: expected http(s)://host:port/dicom-web")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class Datastore:
         self.db = db
         self.studies = studies.resolve()
         self.labels_dir = self.studies / "labels"
+        # Called as ``(image_id, tag, label_info)`` after a label is stored (e.g. DICOM SEG export).
+        self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     # ---- paths -----------------------------------------------------------------------------
     def image_file(self, image_id: str, ext: str) -> Path:
@@ -149,6 +152,8 @@ class Datastore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        for callback in self.on_label_saved:
+            callback(image_id, check_tag(tag), dict(info or {}))
         return {"image": image_id, "label": image_id}
 
     def _save_label(self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None) -> None:

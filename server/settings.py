@@ -40,6 +40,10 @@ class Settings:
     cors_origins: str = "*"
     # When set, every request needs ``Authorization: Bearer <token>`` (see server/api/auth.py).
     api_token: str = ""
+    # Background jobs: "" = SqliteHuey in <data>/queue.db, or redis://host:port/db for remote workers.
+    queue: str = ""
+    embedded_worker: bool = True  # start a job consumer child process with the server
+    retrain_after: int = 0  # start training after this many new final labels (0: never); --conf wins
     conf: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,8 +91,20 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``LABELLOOP_*`` variables that rebuild ``settings`` (``conf`` aside) in a child process."""
+    env: dict[str, str] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name != "conf" and value is not None:
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+    return env
+
+
 def _coerce(type_name: object, raw: str) -> object:
     text = str(type_name)
+    if text.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if text.startswith("int"):
         return int(raw)
     if text.startswith("float"):

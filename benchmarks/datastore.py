@@ -55,7 +55,18 @@ def free_port() -> int:
 
 def start(folder: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "server.cli", "start", "--app", str(APP), "--studies", str(folder), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "start",
+        "--app",
+        str(APP),
+        "--studies",
+        str(folder),
+        "--port",
+        str(port),
+    ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     while True:
@@ -83,7 +94,9 @@ def index_seconds(log: Path) -> float:
     return float("nan")
 
 
-def timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, n: int) -> list[float]:
+def timed(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, n: int
+) -> list[float]:
     out = []
     headers = {"content-type": "application/json"} if body else {}
     for _ in range(n):
@@ -162,7 +175,11 @@ def main() -> None:
             print(f"{n} studies done", file=sys.stderr)
     report = {
         "benchmark": "datastore",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "database": "sqlite (default)",
         "transport": "HTTP/1.1 keep-alive to the real server (waitress), one client thread",
         "results": rows,

@@ -15,6 +15,7 @@ from server.appspec import AppSpec
 from server.database import Database
 from server.datastore.indexer import index_studies
 from server.datastore.store import Datastore
+from server.dicom.service import DicomService
 from server.errors import register_error_handlers
 from server.sampling import Sampler
 from server.sessions import SessionStore
@@ -56,6 +57,8 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     if background:
         sessions.sweep()
         sessions.start_sweeper(settings.session_sweep_seconds)
+    if settings.dicom_port > 0 or settings.dicomweb_url:
+        DicomService().init_app(app, start=background)  # stopped at exit (atexit) or by .stop()
 
     CORS(app, origins=settings.cors_origins, supports_credentials=True)
     register_error_handlers(app)

@@ -1,0 +1,297 @@
+"""Received instances: written atomically to ``<data>/dicom/incoming/<study>/<series>/<sop>.dcm``,
+then indexed. A row exists only for a file that is already safe on disk (fsynced and renamed), and a
+failure leaves neither a file nor a row behind.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.database import Database
+from server.dicom.models import DicomInstance, DicomSeries, SeriesState
+
+log = logging.getLogger(__name__)
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class Status:
+    """C-STORE response statuses (PS3.4 B.2.3): each failure has its own code."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # disk or database failure: the sender may retry later
+    SOP_CLASS_MISMATCH = 0xA900  # the dataset's SOP Class is not the one the request names
+    CANNOT_DECODE = 0xC000  # the bytes do not decode as a dataset (corrupt, truncated)
+    MISSING_UIDS = 0xC001  # Study/Series/SOP Instance UID absent or invalid
+
+
+class IngestError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class InstanceMeta:
+    sop_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    patient_id: str = ""
+    modality: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    description: str = ""
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> InstanceMeta:
+        uids = {}
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            value = str(ds.get(keyword, "") or "").strip()
+            if not is_uid(value):
+                raise IngestError(Status.MISSING_UIDS, f"{keyword} is missing or not a valid UID: {value!r}")
+            uids[keyword] = value
+        return cls(
+            sop_uid=uids["SOPInstanceUID"],
+            sop_class_uid=uids["SOPClassUID"],
+            study_uid=uids["StudyInstanceUID"],
+            series_uid=uids["SeriesInstanceUID"],
+            patient_id=_text(ds, "PatientID", 64),
+            modality=_text(ds, "Modality", 16),
+            study_date=_text(ds, "StudyDate", 16),
+            study_time=_text(ds, "StudyTime", 32),
+            description=_text(ds, "SeriesDescription", 255),
+        )
+
+
+def is_uid(value: str) -> bool:
+    return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def decode(raw: bytes) -> Dataset:
+    """Parse a DICOM file's bytes; garbled or truncated data raises ``IngestError(CANNOT_DECODE)``.
+
+    pydicom reads every element's tag and length here (values are converted lazily, when used): a
+    broken structure fails now, a truncated dataset shows as short pixel data or missing UIDs.
+    """
+    try:
+        ds = dcmread(io.BytesIO(raw))
+        _check_pixel_length(ds)
+    except IngestError:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise IngestError(Status.CANNOT_DECODE, f"dataset does not decode: {exc}") from exc
+    return ds
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    """Native (uncompressed) pixel data must hold every pixel: a short one means truncation."""
+    if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+        return
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if syntax.is_transfer_syntax and syntax.is_encapsulated:
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    expected = int(ds.Rows) * int(ds.Columns) * frames * samples * bits // 8
+    got = len(ds.PixelData)
+    if got < expected:
+        raise IngestError(Status.CANNOT_DECODE, f"pixel data is {got} bytes; {expected} expected")
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value)[:limit]
+
+
+class IncomingStore:
+    """Writes instances under ``root`` and records them; shared by the SCP and the DICOMweb fetcher.
+
+    The per-instance statements are built once (SQLAlchemy Core, bound parameters): building ORM
+    statements per C-STORE cost more than the SQL itself.
+    """
+
+    def __init__(self, db: Database, root: Path) -> None:
+        self.db = db
+        self.root = root.resolve()
+        self.incoming = self.root / "incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+        columns = [
+            c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
+        ]
+        series = insert_(DicomSeries).values({c: bindparam(c) for c in columns})
+        touch: dict[str, Any] = {
+            "last_instance_ts": bindparam("last_instance_ts"),
+            "updated_ts": bindparam("updated_ts"),
+        }
+        self._upsert_receiving = series.on_conflict_do_update(
+            index_elements=["series_uid"], set_={**touch, "state": bindparam("state")}
+        )
+        self._upsert_fetching = series.on_conflict_do_update(index_elements=["series_uid"], set_=touch)
+        self._insert_instance = (
+            insert_(DicomInstance)
+            .values({c.name: bindparam(c.name) for c in DicomInstance.__table__.columns})
+            .on_conflict_do_nothing(index_elements=["sop_uid"])
+        )
+        self._count = (
+            update(DicomSeries)
+            .where(DicomSeries.series_uid == bindparam("uid"))
+            .values(n_instances=DicomSeries.n_instances + 1)
+        )
+        self._exists = select(DicomInstance.sop_uid).where(DicomInstance.sop_uid == bindparam("uid"))
+
+    def path_of(self, relative: str) -> Path:
+        return self.root / relative
+
+    def put(
+        self,
+        raw: bytes,
+        meta: InstanceMeta,
+        *,
+        source: str = "scp",
+        calling_aet: str | None = None,
+        receiving: bool = True,
+    ) -> bool:
+        """Store one instance; False when it was already there (a duplicate changes nothing).
+
+        ``receiving``: a C-STORE (the series goes back to RECEIVING and waits for its idle timeout);
+        the DICOMweb fetcher passes False and marks the whole series itself.
+        """
+        relative = f"incoming/{meta.study_uid}/{meta.series_uid}/{meta.sop_uid}.dcm"
+        final = self.root / relative
+        # A file is renamed into place before its row commits, so no file means no row: only a file
+        # that exists (a duplicate, or one a crash left without a row) costs a query.
+        if final.exists() and self._indexed(meta.sop_uid):
+            return False
+        try:
+            _write_atomic(final, raw)
+        except OSError as exc:
+            self._undo(final, meta.sop_uid)
+            raise IngestError(Status.OUT_OF_RESOURCES, f"cannot write {relative}: {exc}") from exc
+        try:
+            with self.db.engine.begin() as conn:
+                new = self._index(conn, meta, relative, len(raw), source, calling_aet, receiving)
+        except SQLAlchemyError as exc:
+            self._undo(final, meta.sop_uid)
+            raise IngestError(Status.OUT_OF_RESOURCES, f"cannot index {meta.sop_uid}: {exc}") from exc
+        return new
+
+    def _indexed(self, sop_uid: str) -> bool:
+        try:
+            with self.db.engine.connect() as conn:
+                return conn.execute(self._exists, {"uid": sop_uid}).first() is not None
+        except SQLAlchemyError as exc:
+            raise IngestError(Status.OUT_OF_RESOURCES, f"database unavailable: {exc}") from exc
+
+    def _index(
+        self,
+        conn: Connection,
+        meta: InstanceMeta,
+        relative: str,
+        size: int,
+        source: str,
+        calling_aet: str | None,
+        receiving: bool,
+    ) -> bool:
+        now = time.time()
+        conn.execute(
+            self._upsert_receiving if receiving else self._upsert_fetching,
+            {
+                "series_uid": meta.series_uid,
+                "study_uid": meta.study_uid,
+                "patient_id": meta.patient_id,
+                "modality": meta.modality,
+                "study_date": meta.study_date,
+                "study_time": meta.study_time,
+                "description": meta.description,
+                "source": source,
+                "state": SeriesState.RECEIVING if receiving else SeriesState.FETCHING,
+                "n_instances": 0,
+                "remote_instances": 0,
+                "last_instance_ts": now,
+                "created_ts": now,
+                "updated_ts": now,
+                "priority": 0,
+                "attempts": 0,
+            },
+        )
+        result = conn.execute(
+            self._insert_instance,
+            {
+                "sop_uid": meta.sop_uid,
+                "series_uid": meta.series_uid,
+                "sop_class_uid": meta.sop_class_uid,
+                "file": relative,
+                "size": size,
+                "received_ts": now,
+                "calling_aet": calling_aet,
+            },
+        )
+        if result.rowcount != 1:
+            return False  # a concurrent copy of the same instance won: counted once
+        conn.execute(self._count, {"uid": meta.series_uid})
+        return True
+
+    def _undo(self, final: Path, sop_uid: str) -> None:
+        """Remove a file whose row did not commit, unless a concurrent duplicate indexed it."""
+        try:
+            if self._indexed(sop_uid):
+                return
+        except IngestError:
+            pass  # the database is down: the file has no row, so it goes
+        final.unlink(missing_ok=True)
+
+    def sweep_temporaries(self) -> int:
+        """Remove ``.tmp-*`` files a crash left behind (files without rows are never acknowledged)."""
+        removed = 0
+        for folder, _dirs, names in os.walk(self.incoming):
+            for name in names:
+                if name.startswith(".tmp-"):
+                    Path(folder, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+def _write_atomic(final: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename, fsync the folder: all or nothing."""
+    folder = final.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{uuid.uuid4().hex}.dcm"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

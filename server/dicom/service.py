@@ -1,0 +1,248 @@
+"""``DicomService``: the Storage SCP, the series converter, the DICOMweb prefetcher and the SEG exporter,
+wired from the settings and kept in ``app.extensions["dicom"]``. Each worker is a thread it owns."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import func, select, update
+
+from server.appspec import AppSpec
+from server.database import Database
+from server.datastore.store import Datastore
+from server.dicom.dicomweb import DicomWebSource, Prefetcher
+from server.dicom.export import Node, SegExporter
+from server.dicom.incoming import IncomingStore, is_uid
+from server.dicom.listener import StorageSCP, check_aet, parse_allowlist
+from server.dicom.models import DicomExport, DicomSeries, SeriesState
+from server.dicom.series import SeriesConverter
+from server.errors import BadRequest, NotFound, Unavailable
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DicomService:
+    def __init__(self) -> None:
+        self.db: Database | None = None
+        self.incoming: IncomingStore | None = None
+        self.converter: SeriesConverter | None = None
+        self.scp: StorageSCP | None = None
+        self.source: DicomWebSource | None = None
+        self.prefetcher: Prefetcher | None = None
+        self.exporter: SegExporter | None = None
+        self._started = False
+
+    def init_app(self, app: Flask, *, start: bool = True) -> DicomService:
+        """Build from ``app.extensions`` (settings, db, datastore, app spec); ``start`` runs the threads."""
+        from server.api import dicom as dicom_api
+
+        settings: Settings = app.extensions["settings"]
+        db: Database = app.extensions["db"]
+        datastore: Datastore = app.extensions["datastore"]
+        spec: AppSpec = app.extensions["labelloop_app"]
+        aet = check_aet(settings.dicom_aet)
+        allow = parse_allowlist(settings.dicom_allow)
+        node = Node.parse(settings.dicom_export_node) if settings.dicom_export_node else None
+
+        self.db = db
+        self.incoming = IncomingStore(db, settings.data / "dicom")
+        self.converter = SeriesConverter(
+            db, self.incoming, datastore, settings.dicom_series_idle_seconds, settings.dicomweb_url
+        )
+        if settings.dicom_port > 0:
+            self.scp = StorageSCP(
+                self.incoming, aet=aet, host=settings.host, port=settings.dicom_port, allow=allow
+            )
+        if settings.dicomweb_url:
+            self.source = DicomWebSource(settings.dicomweb_url, db, self.incoming)
+            self.source.probe()
+            self.prefetcher = Prefetcher(
+                self.source,
+                db,
+                ahead=max(1, settings.dicomweb_prefetch),
+                sync_seconds=settings.dicomweb_sync_seconds,
+                on_fetched=self.converter.wake,
+            )
+        self.exporter = SegExporter(
+            db,
+            datastore,
+            self.incoming,
+            calling_aet=aet,
+            node=node,
+            dicomweb_url=settings.dicomweb_url,
+            app_labels=spec.all_labels,
+        )
+        datastore.on_label_saved.append(self.exporter.on_label_saved)
+        app.extensions["dicom"] = self
+        app.register_blueprint(dicom_api.bp)
+        if start:
+            self.start()
+            atexit.register(self.stop)
+        return self
+
+    def start(self) -> None:
+        if self._started:
+            return
+        assert self.converter is not None and self.exporter is not None
+        self.converter.start()
+        self.exporter.start()
+        if self.prefetcher is not None:
+            self.prefetcher.start()
+        if self.scp is not None:
+            self.scp.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop accepting associations first, then let the workers finish their current item."""
+        if not self._started:
+            return
+        self._started = False
+        if self.scp is not None:
+            self.scp.stop()
+        for worker in (self.prefetcher, self.converter, self.exporter):
+            if worker is not None:
+                worker.stop()
+        log.info("DICOM service stopped")
+
+    # ---- what the REST layer asks ----------------------------------------------------------------
+    def _db(self) -> Database:
+        assert self.db is not None, "DicomService.init_app was not called"
+        return self.db
+
+    def status(self) -> dict[str, Any]:
+        with self._db().sessions() as s:
+            series = dict(
+                s.execute(select(DicomSeries.state, func.count()).group_by(DicomSeries.state)).tuples().all()
+            )
+            exports = dict(
+                s.execute(select(DicomExport.status, func.count()).group_by(DicomExport.status))
+                .tuples()
+                .all()
+            )
+            instances = s.scalar(select(func.coalesce(func.sum(DicomSeries.n_instances), 0)))
+        out: dict[str, Any] = {
+            "series": series,
+            "instances": int(instances or 0),
+            "exports": exports,
+            "listener": None,
+            "dicomweb": None,
+        }
+        if self.scp is not None:
+            out["listener"] = {
+                "aet": self.scp.aet,
+                "host": self.scp.host,
+                "port": self.scp.port,
+                "running": self.scp.running,
+                "allowlist": bool(self.scp.allow),
+            }
+        if self.source is not None and self.prefetcher is not None:
+            out["dicomweb"] = {
+                "url": self.source.url,
+                "prefetch": self.prefetcher.ahead,
+                "last_sync": self.prefetcher.last_sync,
+            }
+        return out
+
+    def list_series(
+        self, state: str | None, source: str | None, after: str | None, limit: int
+    ) -> dict[str, Any]:
+        limit = max(1, min(limit, 1000))
+        with self._db().sessions() as s:
+            q = select(DicomSeries).order_by(DicomSeries.series_uid).limit(limit + 1)
+            count = select(func.count()).select_from(DicomSeries)
+            if state:
+                q, count = q.where(DicomSeries.state == state), count.where(DicomSeries.state == state)
+            if source:
+                q, count = q.where(DicomSeries.source == source), count.where(DicomSeries.source == source)
+            if after:
+                q = q.where(DicomSeries.series_uid > after)
+            rows = list(s.scalars(q))
+            total = s.scalar(count) or 0
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "total": total,
+            "items": [_series_dict(r) for r in rows],
+            "next": rows[-1].series_uid if more else None,
+        }
+
+    def series(self, uid: str) -> dict[str, Any]:
+        _check_uid(uid)
+        with self._db().sessions() as s:
+            row = s.get(DicomSeries, uid)
+            if row is None:
+                raise NotFound(f"DICOM series not found: {uid}")
+            exports = list(
+                s.scalars(select(DicomExport).where(DicomExport.image_id == uid).order_by(DicomExport.id))
+            )
+            out = _series_dict(row)
+        out["exports"] = [_export_dict(e) for e in exports]
+        return out
+
+    def request_fetch(self, uid: str) -> dict[str, Any]:
+        """Put a DICOMweb series at the head of the download queue (it never runs in the request)."""
+        _check_uid(uid)
+        if self.prefetcher is None:
+            raise Unavailable("no DICOMweb source is configured (--dicomweb URL)")
+        with self._db().session() as s:
+            row = s.get(DicomSeries, uid)
+            if row is None:
+                raise NotFound(f"DICOM series not found: {uid}")
+            if row.source != "dicomweb":
+                raise BadRequest(f"series {uid} came by C-STORE, not from DICOMweb")
+            s.execute(
+                update(DicomSeries)
+                .where(
+                    DicomSeries.series_uid == uid,
+                    DicomSeries.state.in_([SeriesState.REMOTE, SeriesState.ERROR]),
+                )
+                .values(state=SeriesState.REMOTE, priority=1, attempts=0)
+            )
+        self.prefetcher.wake()
+        return self.series(uid)
+
+    def request_sync(self) -> dict[str, Any]:
+        if self.prefetcher is None:
+            raise Unavailable("no DICOMweb source is configured (--dicomweb URL)")
+        self.prefetcher.request_sync()
+        return {"queued": True, "last_sync": self.prefetcher.last_sync}
+
+
+def _check_uid(uid: str) -> None:
+    if not is_uid(uid):
+        raise BadRequest(f"not a DICOM UID: {uid!r}")
+
+
+def _series_dict(row: DicomSeries) -> dict[str, Any]:
+    return {
+        "SeriesInstanceUID": row.series_uid,
+        "StudyInstanceUID": row.study_uid,
+        "PatientID": row.patient_id,
+        "Modality": row.modality,
+        "StudyDate": row.study_date,
+        "SeriesDescription": row.description,
+        "source": row.source,
+        "state": row.state,
+        "instances": row.n_instances,
+        "remote_instances": row.remote_instances,
+        "error": row.error,
+        "image": row.series_uid if row.state == SeriesState.READY else None,
+        "labels_series": row.referenced_series_uid,
+    }
+
+
+def _export_dict(e: DicomExport) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "status": e.status,
+        "destinations": [d for d in e.destinations.split(",") if d],
+        "seg_series_uid": e.seg_series_uid,
+        "seg_sop_uid": e.seg_sop_uid,
+        "error": e.error,
+        "created_ts": int(e.created_ts),
+        "updated_ts": int(e.updated_ts),
+    }

@@ -8,8 +8,8 @@ from logging.handlers import RotatingFileHandler
 from flask import Flask
 from flask_cors import CORS
 
-from server import __version__
-from server.api import activelearning, auth, datastore, info, logs, misc, session
+from server import __version__, registry
+from server.api import activelearning, auth, datastore, infer, info, logs, misc, model, session
 from server.apploader import load_app
 from server.appspec import AppSpec
 from server.database import Database
@@ -17,6 +17,7 @@ from server.datastore.indexer import index_studies
 from server.datastore.store import Datastore
 from server.dicom.service import DicomService
 from server.errors import register_error_handlers
+from server.inference import service as inference
 from server.sampling import Sampler
 from server.sessions import SessionStore
 from server.settings import Settings
@@ -54,6 +55,8 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
         db, settings.data / "sessions", settings.session_expiry_seconds, settings.session_max_expiry_seconds
     )
     app.extensions["sessions"] = sessions
+    registry.init_app(app)  # model versions (weights files); training publishes here
+    inference.init_app(app)  # bounded inference queue and cached networks
     if background:
         sessions.sweep()
         sessions.start_sweeper(settings.session_sweep_seconds)
@@ -64,7 +67,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     register_error_handlers(app)
     if settings.api_token:
         auth.init_app(app, settings.api_token)
-    for module in (misc, info, datastore, activelearning, session, logs):
+    for module in (misc, info, datastore, activelearning, session, logs, infer, model):
         app.register_blueprint(module.bp)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)
     return app

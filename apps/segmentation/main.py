@@ -1,14 +1,54 @@
-"""Segmentation app: declares its models, trainers and strategies in one place."""
+"""Segmentation app: a 3D U-Net for organs and tumours in CT or MR, declared in one place.
+
+Settings (``--conf KEY VALUE``):
+
+- ``labels``: comma-separated, background excluded (default ``liver,tumour``)
+- ``network``: ``unet`` (default) or ``attention_unet``
+- ``channels``: ``light`` (8/16/32/64, default, CPU-friendly) or ``classic`` (64/128/256/512, the
+  liver-tumour U-Net's 64 base channels)
+- ``preset``: ``ct`` (default; abdominal window -175..250 HU) or ``mr`` (0.5-99.5 percentiles);
+  ``window`` ``LOW,HIGH`` overrides the range
+- ``spacing``: target voxel spacing in mm (default ``1.5,1.5,2``; ``native`` keeps the input's)
+- ``roi_size``: sliding-window size, ``32`` or ``64`` (default) or ``X,Y,Z``
+- ``crop_foreground``, ``largest_component``, ``crf``: ``true``/``false`` (default false)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from server.appspec import AppSpec, ModelSpec
+from server.appspec import AppSpec, ModelSpec, TrainerSpec
+from server.inference.conf import conf_bool, conf_choice, conf_floats, conf_int, conf_ints, conf_list
+from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
+from server.inference.segmentation import SegmentationConfig, SegmentationTask
+
+
+def segmentation_config(conf: dict[str, str]) -> SegmentationConfig:
+    window = conf_floats(conf, "window", None, 2)
+    if window is not None and window[0] >= window[1]:
+        raise ValueError(f"--conf window {conf.get('window')!r}: expected LOW,HIGH with LOW < HIGH")
+    return SegmentationConfig(
+        network=conf_choice(conf, "network", SEGMENTATION_NETWORKS),
+        channels=UNET_CHANNELS[conf_choice(conf, "channels", ("light", "classic"))],
+        preset=conf_choice(conf, "preset", ("ct", "mr")),
+        window=(window[0], window[1]) if window is not None else None,
+        spacing=_triple(conf_floats(conf, "spacing", (1.5, 1.5, 2.0), 3)),
+        roi_size=_int_triple(conf_ints(conf, "roi_size", (64, 64, 64), 3)),
+        sw_batch_size=conf_int(conf, "sw_batch_size", 1, minimum=1),
+        crop_foreground=conf_bool(conf, "crop_foreground", False),
+        largest_component=conf_bool(conf, "largest_component", False),
+        crf=conf_bool(conf, "crf", False),
+    )
 
 
 def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
-    labels = [s.strip() for s in conf.get("labels", "liver,tumour").split(",") if s.strip()]
+    labels = conf_list(conf, "labels", ["liver", "tumour"])
+    label_map = {name: i for i, name in enumerate(labels, 1)}
+    config = segmentation_config(conf)
+    description = (
+        f"3D {config.network} ({'/'.join(map(str, config.channels))}) segmentation of {', '.join(labels)}"
+    )
+    task = SegmentationTask(label_map, config, description)
     return AppSpec(
         name="labelloop segmentation",
         description="3D segmentation of CT/MR volumes with active learning",
@@ -17,9 +57,38 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
             "segmentation": ModelSpec(
                 name="segmentation",
                 type="segmentation",
-                labels={name: i for i, name in enumerate(labels, 1)},
+                labels=label_map,
                 dimension=3,
-                description="3D U-Net segmentation",
+                description=description,
+                config={"largest_component": config.largest_component},
+                task=task,
+            )
+        },
+        trainers={
+            # Training is a later issue; the trainer builds the model's network with
+            # ``app.models["segmentation"].task.network()`` so published weights always fit.
+            "segmentation": TrainerSpec(
+                name="segmentation",
+                description=f"Train the {config.network} on the datastore's final labels",
+                config={
+                    "model": "segmentation",
+                    "name": "train_01",
+                    "pretrained": True,
+                    "max_epochs": 50,
+                    "early_stop_patience": -1,
+                    "val_split": 0.2,
+                    "train_batch_size": 1,
+                    "val_batch_size": 1,
+                    "roi_size": list(config.roi_size),
+                },
             )
         },
     )
+
+
+def _triple(values: tuple[float, ...] | None) -> tuple[float, float, float] | None:
+    return None if values is None else (values[0], values[1], values[2])
+
+
+def _int_triple(values: tuple[int, ...]) -> tuple[int, int, int]:
+    return (values[0], values[1], values[2])

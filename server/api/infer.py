@@ -1,0 +1,76 @@
+"""``POST /infer/{model}``: a prediction, answered as multipart (default), a raw file or JSON."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from server.api.common import content_disposition, form_params
+from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, upload_ext
+from server.inference.request import InferResult
+from server.inference.service import InferenceService, InferSource
+
+bp = Blueprint("infer", __name__)
+
+
+def inference() -> InferenceService:
+    return current_app.extensions["inference"]
+
+
+@bp.post("/infer/<model>")
+def infer(model: str) -> Any:
+    service = inference()
+    output = request.args.get("output") or "all"
+    params = form_params()
+    with service.workspace() as workdir:
+        source = InferSource(
+            image_id=request.args.get("image") or None, session_id=request.args.get("session_id") or None
+        )
+        upload = request.files.get("file")
+        if upload is not None and not source.session_id:
+            source.file_ext = upload_ext(upload.filename, IMAGE_EXTS)
+            source.file = workdir / f"input{source.file_ext}"
+            upload.save(source.file)
+        label = request.files.get("label")
+        if label is not None:
+            name = (label.filename or "").lower()
+            source.label_ext = ".bin" if name.endswith(".bin") else upload_ext(label.filename, LABEL_EXTS)
+            source.label = workdir / f"label-upload{source.label_ext}"
+            label.save(source.label)
+        result = service.infer(model, source, params, output, workdir)
+        return _reply(result, output)  # built (file read) before the workspace goes
+
+
+def _reply(result: InferResult, output: str) -> Response:
+    if output == "json" or result.file is None:
+        return jsonify(result.params)
+    data = result.file.read_bytes()
+    if output == "image":
+        resp = Response(data, mimetype="application/octet-stream")
+        resp.headers["Content-Disposition"] = content_disposition(result.file.name)
+        return resp
+    return multipart_reply(result.params, result.file.name, data)
+
+
+def multipart_reply(params: dict[str, Any], filename: str, data: bytes) -> Response:
+    """``multipart/form-data``: part ``params`` (JSON, no filename) first, then part ``image``.
+
+    CRLF line ends and quoted names: MONAI Label's clients parse it with ``cgi.FieldStorage`` and
+    save the part that has a filename as ``<tmp>/<filename>``.
+    """
+    boundary = f"labelloop-{uuid.uuid4().hex}"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="params"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+    ).encode()
+    image_head = (
+        f"\r\n--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = b"".join([head, json.dumps(params).encode(), image_head, data, f"\r\n--{boundary}--\r\n".encode()])
+    return Response(body, content_type=f"multipart/form-data; boundary={boundary}")

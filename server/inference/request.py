@@ -1,0 +1,36 @@
+"""What an inference task receives and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUTPUTS = ("image", "json", "all", "dicom_seg")
+
+
+@dataclass
+class InferRequest:
+    """One prediction: the input volume on disk, the client's params, and where results go."""
+
+    model: str
+    image: Path  # the input volume (a datastore image, a session file or an uploaded file)
+    image_ext: str  # ".nii.gz", ".nii" or ".nrrd": readers and the default result type follow it
+    workdir: Path  # a private folder for this request; removed once the reply is sent
+    params: dict[str, Any] = field(default_factory=dict)
+    output: str = "all"  # image | json | all
+    label: Path | None = None  # an optional input label (scribbles...), NIfTI or NRRD
+    image_id: str | None = None  # the datastore id, when the input is a datastore image
+
+    @property
+    def stem(self) -> str:
+        name = self.image.name
+        return name[: -len(self.image_ext)] if name.endswith(self.image_ext) else self.image.stem
+
+
+@dataclass
+class InferResult:
+    """``file`` is the result volume (None for JSON-only results); ``params`` the result params."""
+
+    file: Path | None
+    params: dict[str, Any]

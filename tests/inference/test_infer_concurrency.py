@@ -1,0 +1,67 @@
+"""A slow inference never blocks the rest of the API, and past the queue's bound the answer is 503."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+
+import pytest
+import requests
+from infer_support import TEST_APPS, LiveServer, ServerFactory, ct_volume
+
+SLEEP = 2.0
+
+
+@pytest.fixture(scope="module")
+def server(live_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
+    studies = tmp_path_factory.mktemp("slow") / "studies"
+    for i in range(6):  # one per annotator asking for a next sample below
+        ct_volume(studies / f"ct_{i}.nii.gz", seed=i)
+    # One worker and one waiting place: a third concurrent request is refused.
+    env = {"LABELLOOP_INFER_WORKERS": "1", "LABELLOOP_INFER_QUEUE": "1"}
+    return live_server(TEST_APPS / "slow", studies, {"sleep": str(SLEEP)}, env)
+
+
+def _infer(server: LiveServer, out: list[requests.Response]) -> None:
+    form = {"params": (None, json.dumps({}))}
+    out.append(requests.post(f"{server.url}/infer/slow?image=ct_0&output=json", files=form, timeout=60))
+
+
+def _timed(method: str, url: str, **kwargs: object) -> tuple[float, requests.Response]:
+    start = time.perf_counter()
+    resp = requests.request(method, url, timeout=10, **kwargs)  # type: ignore[arg-type]
+    return time.perf_counter() - start, resp
+
+
+def test_info_and_next_sample_answer_while_inference_runs(server: LiveServer) -> None:
+    replies: list[requests.Response] = []
+    first = threading.Thread(target=_infer, args=(server, replies))
+    first.start()
+    time.sleep(0.5)  # the first request is now in its worker, sleeping
+    info_times, next_times = [], []
+    for i in range(5):
+        elapsed, resp = _timed("GET", f"{server.url}/info/")
+        assert resp.status_code == 200
+        info_times.append(elapsed)
+        elapsed, resp = _timed(
+            "POST", f"{server.url}/activelearning/random", json={"client_id": f"annotator-{i}"}
+        )
+        assert resp.status_code == 200 and resp.json().get("id")
+        next_times.append(elapsed)
+    assert first.is_alive(), "the slow inference finished before the timing was done"
+    assert statistics.median(info_times) < 0.1, info_times
+    assert statistics.median(next_times) < 0.1, next_times
+
+    second = threading.Thread(target=_infer, args=(server, replies))
+    second.start()
+    time.sleep(0.3)  # one running, one waiting: the queue is full
+    elapsed, refused = _timed("POST", f"{server.url}/infer/slow?image=ct_1", files={"params": (None, "{}")})
+    assert refused.status_code == 503
+    assert "busy" in refused.json()["detail"]
+    assert elapsed < 1.0  # refused at once, not after waiting
+    first.join()
+    second.join()
+    assert [r.status_code for r in replies] == [200, 200]
+    assert all(r.json()["latencies"]["infer"] >= SLEEP for r in replies)

@@ -1,0 +1,89 @@
+"""The tasks in-process: networks, ensembles, post-processing, writer geometry, app settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from infer_support import APPS, CT_AFFINE, ct_volume
+from monai.inferers import sliding_window_inference
+
+from server.apploader import AppLoadError, load_app
+from server.inference.networks import segmentation_network
+from server.inference.request import InferRequest
+from server.inference.segmentation import SegmentationConfig, SegmentationTask
+from server.inference.transforms import channel_argmax, keep_largest_component
+from server.inference.weights import seeded
+
+LIGHT = SegmentationConfig(roi_size=(32, 32, 32))
+
+
+def request(tmp_path: Path, image: Path, **params: object) -> InferRequest:
+    return InferRequest("seg", image, ".nii.gz", tmp_path, dict(params), "all")
+
+
+def test_ensemble_averages_the_members_probabilities(tmp_path: Path) -> None:
+    image = ct_volume(tmp_path / "ct.nii.gz", seed=1)
+    task = SegmentationTask({"liver": 1, "tumour": 2}, LIGHT)
+    nets = [seeded(task.network, seed).eval() for seed in (0, 1)]
+    result = task.run(request(tmp_path, image), nets, torch.device("cpu"))
+    assert result.file is not None
+    got = np.asarray(nib.load(str(result.file)).dataobj)
+
+    # By hand: the same preprocessing (spacing matches, RAS flips x and y), the mean of the softmaxes.
+    data = np.asarray(nib.load(str(image)).dataobj, dtype=np.float32)[::-1, ::-1].copy()
+    x = torch.from_numpy(np.clip((data + 175) / 425, 0, 1))[None, None]
+    with torch.inference_mode():
+        probs = sliding_window_inference(
+            x, (32, 32, 32), 1, lambda v: sum(torch.softmax(n(v), 1) for n in nets) / 2, overlap=0.25
+        )
+    expected = torch.argmax(probs[0], 0).numpy()[::-1, ::-1]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(nib.load(str(result.file)).affine, CT_AFFINE)
+
+
+def test_largest_component_and_fast_argmax() -> None:
+    label = np.zeros((10, 10, 10), np.uint8)
+    label[1:4, 1:4, 1:4] = 1
+    label[7:9, 7:9, 7:9] = 1
+    label[5, 5, 5] = 2
+    kept = keep_largest_component(label, [1, 2])
+    assert (kept == 1).sum() == 27 and kept[5, 5, 5] == 2
+    scores = torch.randn(3, 9, 8, 7)
+    scores[:, 0, 0, 0] = 1.0  # a tie goes to the lowest index, as torch.argmax
+    assert torch.equal(channel_argmax(scores)[0].long(), torch.argmax(scores, 0))
+
+
+def test_networks_per_setting() -> None:
+    classic = segmentation_network("unet", 1, 3, (64, 128, 256, 512))
+    convs = [m for m in classic.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs[0].out_channels == 64
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in classic.modules())
+    attention = segmentation_network("attention_unet", 1, 3, (8, 16, 32, 64))
+    with torch.inference_mode():
+        assert attention.eval()(torch.rand(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+
+
+def test_app_settings_are_checked_at_load() -> None:
+    spec = load_app(
+        APPS / "segmentation", {"network": "attention_unet", "channels": "classic", "labels": "a,b,c"}
+    )
+    task = spec.models["segmentation"].task
+    assert task.config.network == "attention_unet" and task.config.channels[0] == 64
+    assert spec.models["segmentation"].labels == {"a": 1, "b": 2, "c": 3}
+    assert spec.trainers["segmentation"].config["model"] == "segmentation"
+    mr = load_app(APPS / "segmentation", {"preset": "mr", "spacing": "native", "roi_size": "32"})
+    assert mr.models["segmentation"].task.config.spacing is None
+    for bad in (
+        {"network": "vnet"},
+        {"roi_size": "32,32"},
+        {"crop_foreground": "maybe"},
+        {"window": "400,-100"},
+    ):
+        with pytest.raises(AppLoadError, match="--conf"):
+            load_app(APPS / "segmentation", bad)
+    with pytest.raises(AppLoadError, match="pretrained"):
+        load_app(APPS / "classification", {"pretrained": "/nonexistent/weights.pt"})

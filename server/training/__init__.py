@@ -1,0 +1,1 @@
+"""Training recipes: a template-method trainer and its segmentation and classification variants."""

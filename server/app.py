@@ -18,6 +18,7 @@ from server.datastore.store import Datastore
 from server.dicom.service import DicomService
 from server.errors import register_error_handlers
 from server.inference import service as inference
+from server.jobs import ext as jobs
 from server.sampling import Sampler
 from server.sessions import SessionStore
 from server.settings import Settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     if settings.dicom_port > 0 or settings.dicomweb_url:
         DicomService().init_app(app, start=background)  # stopped at exit (atexit) or by .stop()
 
+    jobs.init_app(app, background=background)  # train/scoring/batch jobs, /train/ and /batch/ routes
     CORS(app, origins=settings.cors_origins, supports_credentials=True)
     register_error_handlers(app)
     if settings.api_token:

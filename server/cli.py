@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--dicom-export", default=None, help="send DICOM SEG of final labels to AET@HOST:PORT")
     start.add_argument("--dicomweb", default=None, help="DICOMweb PACS URL to take studies from")
     start.add_argument(
+        "--queue",
+        default=None,
+        help="job queue: sqlite:///PATH (default <data>/queue.db) or redis://HOST:PORT/DB",
+    )
+    start.add_argument(
+        "--no-worker", action="store_true", help="run no job consumer here (jobs wait for `labelloop worker`)"
+    )
+    start.add_argument("--retrain-after", type=int, default=None, help="train after N new final labels")
+    start.add_argument(
         "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
     )
 
@@ -55,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("folder", type=Path)
     demo.add_argument("--count", type=int, default=12)
     demo.add_argument("--size", type=int, default=64)
+
+    worker = sub.add_parser("worker", help="run background jobs (training, scoring, batch inference)")
+    worker.add_argument("--app", type=Path, default=None, help="the server's app folder")
+    worker.add_argument("--studies", type=Path, default=None, help="the server's studies folder (shared)")
+    worker.add_argument("--db", default=None, help="the server's database URL")
+    worker.add_argument("--data-dir", type=Path, default=None, help="the server's data dir (shared)")
+    worker.add_argument("--queue", default=None, help="the server's --queue (redis://... for remote workers)")
+    worker.add_argument("--workers", type=int, default=0, help="jobs at once (default: one per device)")
+    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
+    )
 
     index = sub.add_parser("index", help="index a studies folder into its database and report")
     index.add_argument("--studies", type=Path, required=True)
@@ -65,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             return _start(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "demo":
             _demo(args.folder, args.count, args.size)
             return 0
@@ -121,6 +144,9 @@ def _start(args: argparse.Namespace) -> int:
         dicom_allow=args.dicom_allow,
         dicom_export_node=args.dicom_export,
         dicomweb_url=dicomweb,
+        queue=args.queue,
+        embedded_worker=False if args.no_worker else None,
+        retrain_after=args.retrain_after,
         conf=dict(args.conf),
     )
     try:
@@ -154,6 +180,23 @@ def _dicomweb_cache(url: str, data_dir: Path | None) -> Path:
     folder = base / "studies"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from server.jobs.worker import run_worker
+    from server.settings import Settings
+
+    settings = Settings.from_env(
+        app_dir=args.app,
+        studies=args.studies,
+        db_url=args.db,
+        data_dir=args.data_dir,
+        queue=args.queue,
+        conf=dict(args.conf) or None,
+    )
+    settings.validate()
+    settings.data.mkdir(parents=True, exist_ok=True)
+    return run_worker(settings, parent_pid=args.parent_pid, workers=args.workers)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -223,11 +223,12 @@ class Trainer:
                 best_metric=best_metric,
                 best_epoch=best_epoch,
             )
-            print(
-                f"epoch {epoch}/{cfg.max_epochs}: {self.train_metric_name} {train_loss:.4f}, "
-                f"{self.key_metric_name} {val_metric:.4f} (best {best_metric:.4f} at epoch {best_epoch})",
-                flush=True,
-            )
+            if ctx.rank == 0:
+                print(
+                    f"epoch {epoch}/{cfg.max_epochs}: {self.train_metric_name} {train_loss:.4f}, "
+                    f"{self.key_metric_name} {val_metric:.4f} (best {best_metric:.4f} at epoch {best_epoch})",
+                    flush=True,
+                )
             if ctx.rank == 0 and ctx.on_epoch is not None:
                 ctx.on_epoch(stats)
             if stopping:

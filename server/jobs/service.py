@@ -1,0 +1,361 @@
+"""The job service (``app.extensions["jobs"]``): submit, list, stop and recover jobs; rows are the truth.
+
+The web process only writes rows and puts job ids on the queue; a consumer (:mod:`server.jobs.worker`)
+runs them. Every status change is a compare-and-set ``UPDATE ... WHERE status IN (...)``, so a job that
+ended (DONE, ERROR, STOPPED) never changes again and an ERROR is never recorded as DONE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from server.appspec import AppSpec
+from server.database import Database
+from server.errors import NotFound, TooBusy, Unprocessable
+from server.jobs import models as jm
+from server.jobs.models import Job
+from server.jobs.procs import kill_tree, local_pid_alive, parse_worker, this_host
+from server.jobs.queue import JobQueue
+from server.models import Label
+
+log = logging.getLogger(__name__)
+
+BUSY_DETAIL = {
+    "train": "++++++++++ Train Task is Already Running",
+    "scoring": "++++++++++ Scoring Task is Already Running",
+    "batch_infer": "++++++++++ Batch Infer Task is Already Running",
+}
+INTERRUPTED = "interrupted by server restart"
+STOP_WAIT_SECONDS = 5.0
+BATCH_IMAGES = ("all", "labeled", "unlabeled")
+STALE_HEARTBEAT_SECONDS = 60.0
+
+
+def ts_text(ts: float | None) -> str | None:
+    """MONAI Label's ``start_ts``/``end_ts`` text: local time ``YYYY-MM-DD HH:MM:SS``."""
+    return None if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def task_dict(job: Job) -> dict[str, Any]:
+    """A job as MONAI Label's task: ``id, status, request, start_ts[, end_ts], details`` plus ours."""
+    task: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "request": job.request,
+        "start_ts": ts_text(job.created_ts),
+        "details": list(job.details or []),
+    }
+    if job.end_ts is not None:
+        task["end_ts"] = ts_text(job.end_ts)
+    if job.result:
+        task["result"] = job.result
+    task.update(
+        kind=job.kind,
+        model=job.model,
+        progress=round(job.progress or 0.0, 4),
+        run_ts=ts_text(job.start_ts),
+        error=job.error,
+        model_version=job.model_version,
+        worker=job.worker,
+        pid=job.pid,
+    )
+    if job.stats:
+        task["train_stats"] = job.stats
+    return task
+
+
+class JobService:
+    def __init__(self, db: Database, queue: JobQueue, data_dir: Path) -> None:
+        self.db = db
+        self.queue = queue
+        self.data_dir = data_dir
+        self._submit_lock = threading.Lock()
+
+    # ---- submit ----------------------------------------------------------------------------
+    def submit(
+        self, kind: str, model: str, request: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        """Add a job row and queue it. With ``enqueue`` false, a job of the same kind that is already
+        submitted or running makes this a 429 (MONAI Label's "Task is Already Running")."""
+        if kind not in jm.KINDS:
+            raise Unprocessable(f"unknown job kind {kind!r}")
+        try:
+            json.dumps(request)
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable(f"request is not JSON: {exc}") from exc
+        with self._submit_lock:
+            if not enqueue and self.active(kind):
+                raise TooBusy(BUSY_DETAIL[kind])
+            job = self._insert(kind, model, request)
+        self.queue.enqueue(job.id)
+        log.info("job %s submitted: %s %s %s", job.id, kind, model, request)
+        return task_dict(job)
+
+    def submit_if_idle(self, kind: str, model: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Submit unless a job of ``kind`` is active (the campaign's debounce); None when one is."""
+        try:
+            return self.submit(kind, model, request, enqueue=False)
+        except TooBusy:
+            return None
+
+    def _insert(self, kind: str, model: str, request: dict[str, Any]) -> Job:
+        now = time.time()
+        job = Job(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            model=model,
+            status=jm.SUBMITTED,
+            request=dict(request),
+            created_ts=now,
+            progress=0.0,
+            details=[],
+            stats={},
+            result={},
+            heartbeat_ts=0.0,
+            stop_requested=False,
+        )
+        with self.db.session() as s:
+            s.add(job)
+        return job
+
+    def wait(self, job_id: str, timeout: float, poll: float = 0.2) -> dict[str, Any]:
+        """Block until the job ends (``run_sync``) or ``timeout`` seconds pass; the task either way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._get(job_id)
+            if job.status in jm.TERMINAL or time.monotonic() >= deadline:
+                return task_dict(job)
+            time.sleep(poll)
+
+    def start_train(
+        self, spec: AppSpec, trainer: str, params: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        """``POST /train/<trainer>``: a known trainer and params it accepts (else 404 / 422)."""
+        declared = spec.trainers.get(trainer)
+        if declared is None:
+            names = ", ".join(sorted(spec.trainers)) or "none"
+            raise NotFound(f"Trainer NOT Found: {trainer!r} (this app has: {names})")
+        check = getattr(declared.task, "check_params", None)
+        if callable(check):
+            try:
+                check(params)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from exc
+        return self.submit("train", trainer, params, enqueue=enqueue)
+
+    def start_all_trainers(
+        self, spec: AppSpec, overrides: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        """OHIF's ``POST /train/``: every trainer, each with its overrides; ``{name: {result, detail}}``."""
+        out: dict[str, Any] = {}
+        for name in spec.trainers:
+            params = overrides.get(name) or {}
+            if not isinstance(params, dict):
+                raise Unprocessable(f"overrides for {name!r} must be a JSON object")
+            try:
+                out[name] = {"result": self.start_train(spec, name, params, enqueue=enqueue), "detail": None}
+            except TooBusy as exc:
+                out[name] = {"result": None, "detail": exc.detail}
+        return out
+
+    def start_batch_infer(
+        self, spec: AppSpec, model: str, images: str, params: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        if model not in spec.models:
+            names = ", ".join(sorted(spec.models)) or "none"
+            raise NotFound(f"Model NOT Found: {model!r} (this app hosts: {names})")
+        if images not in BATCH_IMAGES:
+            raise Unprocessable(f"images must be one of {', '.join(BATCH_IMAGES)}; got {images!r}")
+        return self.submit("batch_infer", model, {**params, "images": images}, enqueue=enqueue)
+
+    def status(self, kind: str, *, all_tasks: bool = False, check_if_running: bool = False) -> Any:
+        """``GET /train/`` and ``GET /batch/infer``: the latest task, all of them, or the running one."""
+        what = {"train": "Train", "scoring": "Scoring", "batch_infer": "Batch Infer"}[kind]
+        if all_tasks:
+            tasks = self.tasks(kind)
+            if not tasks:
+                raise NotFound(f"No {what} Tasks Found")
+            return tasks
+        if check_if_running:
+            task = self.running(kind)
+            if task is None:
+                raise NotFound(f"No {what} Tasks are currently Running")
+            return task
+        task = self.latest(kind)
+        if task is None:
+            raise NotFound(f"No {what} Tasks Found")
+        return task
+
+    # ---- read ------------------------------------------------------------------------------
+    def active(self, kind: str) -> list[Job]:
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(Job).where(Job.kind == kind, Job.status.in_(jm.ACTIVE)).order_by(Job.created_ts)
+                )
+            )
+
+    def _get(self, job_id: str) -> Job:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"Job not found: {job_id}")
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return task_dict(self._get(job_id))
+
+    def tasks(self, kind: str, model: str | None = None) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            q = select(Job).where(Job.kind == kind).order_by(Job.created_ts)
+            if model is not None:
+                q = q.where(Job.model == model)
+            return [task_dict(j) for j in s.scalars(q)]
+
+    def latest(self, kind: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            job = s.scalars(
+                select(Job).where(Job.kind == kind).order_by(Job.created_ts.desc()).limit(1)
+            ).first()
+        return None if job is None else task_dict(job)
+
+    def running(self, kind: str) -> dict[str, Any] | None:
+        with self.db.session() as s:
+            job = s.scalars(
+                select(Job)
+                .where(Job.kind == kind, Job.status == jm.RUNNING)
+                .order_by(Job.created_ts.desc())
+                .limit(1)
+            ).first()
+        return None if job is None else task_dict(job)
+
+    def train_stats(self, trainers: Iterable[str]) -> dict[str, Any]:
+        """``/info/`` ``train_stats``: per trainer, the stats of its latest job that has any (or ``{}``)."""
+        out: dict[str, Any] = {}
+        with self.db.session() as s:
+            for name in trainers:
+                stats = s.scalars(
+                    select(Job.stats)
+                    .where(Job.kind == "train", Job.model == name, Job.start_ts.is_not(None))
+                    .order_by(Job.created_ts.desc())
+                    .limit(3)
+                ).all()
+                out[name] = next((dict(st) for st in stats if st), {})
+        return out
+
+    def final_labels_since(self, ts: float) -> int:
+        with self.db.session() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(Label).where(Label.tag == "final", Label.ts > ts))
+                or 0
+            )
+
+    def last_created(self, kind: str, model: str) -> float | None:
+        with self.db.session() as s:
+            return s.scalar(select(func.max(Job.created_ts)).where(Job.kind == kind, Job.model == model))
+
+    # ---- stop ------------------------------------------------------------------------------
+    def stop(self, kind: str) -> dict[str, Any] | None:
+        """Stop the running job of ``kind`` (else the oldest submitted one): its whole process tree is
+        killed, and the row says STOPPED, within :data:`STOP_WAIT_SECONDS`. None when nothing is active."""
+        active = self.active(kind)
+        if not active:
+            return None
+        running = [j for j in active if j.status == jm.RUNNING]
+        job = running[-1] if running else active[0]
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
+        # A SUBMITTED job has no process yet: STOPPED now, and the consumer will skip it.
+        if self._cas(job.id, (jm.SUBMITTED,), jm.STOPPED, end_ts=time.time()):
+            return self.get(job.id)
+        # The consumer that runs it polls ``stop_requested``; when it runs on this host, kill right away.
+        self._kill_local(job.id)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            current = self._get(job.id)
+            if current.status in jm.TERMINAL:
+                return task_dict(current)
+            time.sleep(0.1)
+        self._cas(job.id, (jm.RUNNING,), jm.STOPPED, end_ts=time.time())
+        return self.get(job.id)
+
+    def _kill_local(self, job_id: str) -> None:
+        job = self._get(job_id)
+        host, _ = parse_worker(job.worker)
+        if job.pid and host == this_host():
+            kill_tree(job.pid, expect=job_id)
+
+    def _cas(self, job_id: str, expect: tuple[str, ...], status: str, **values: Any) -> bool:
+        with self.db.session() as s:
+            res = s.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(expect)).values(status=status, **values)
+            )
+            return bool(getattr(res, "rowcount", 0))
+
+    # ---- restart ---------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """At server start: jobs left RUNNING by the embedded consumer of a previous run (or by a worker
+        that stopped answering) become ERROR "interrupted by server restart", their leftover processes on
+        this host are killed, and SUBMITTED jobs go back on the queue (a duplicate message is harmless:
+        a job only starts through the SUBMITTED -> RUNNING compare-and-set)."""
+        now = time.time()
+        interrupted = requeued = 0
+        with self.db.session() as s:
+            running = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
+            submitted = [j.id for j in s.scalars(select(Job).where(Job.status == jm.SUBMITTED))]
+        for job in running:
+            host, pid = parse_worker(job.worker)
+            embedded = (job.worker or "").startswith("embedded@")
+            local = host == this_host()
+            dead_worker = local and (embedded or pid is None or not local_pid_alive(pid))
+            stale = now - (job.heartbeat_ts or job.start_ts or job.created_ts) > STALE_HEARTBEAT_SECONDS
+            if not (dead_worker or stale):
+                continue  # a live worker elsewhere still runs it
+            if local and job.pid:
+                kill_tree(job.pid, expect=job.id)
+            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=INTERRUPTED):
+                interrupted += 1
+                self._append_detail(job.id, f"ERROR: {INTERRUPTED}")
+        for job_id in submitted:
+            self.queue.enqueue(job_id)
+            requeued += 1
+        if interrupted or requeued:
+            log.warning("jobs after restart: %d interrupted, %d re-queued", interrupted, requeued)
+        return {"interrupted": interrupted, "requeued": requeued}
+
+    def recover_worker(self) -> int:
+        """At a standalone worker's start: RUNNING jobs of an earlier worker on this host that is gone
+        become ERROR, and their leftover processes are killed."""
+        now = time.time()
+        count = 0
+        with self.db.session() as s:
+            running = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
+        for job in running:
+            host, pid = parse_worker(job.worker)
+            if not (job.worker or "").startswith("worker@") or host != this_host():
+                continue
+            if pid is not None and local_pid_alive(pid):
+                continue
+            if job.pid:
+                kill_tree(job.pid, expect=job.id)
+            message = f"interrupted: worker {job.worker} stopped"
+            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
+                self._append_detail(job.id, f"ERROR: {message}")
+                count += 1
+        return count
+
+    def _append_detail(self, job_id: str, line: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                job.details = [*list(job.details or []), line][-jm.DETAIL_LINES :]

@@ -21,6 +21,8 @@ from server.appspec import AppSpec, ModelSpec, TrainerSpec
 from server.inference.conf import conf_bool, conf_choice, conf_floats, conf_int, conf_ints, conf_list
 from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
+from server.inference.transforms import intensity_transform
+from server.training.segmentation import SegmentationTrainer
 
 
 def segmentation_config(conf: dict[str, str]) -> SegmentationConfig:
@@ -49,6 +51,19 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         f"3D {config.network} ({'/'.join(map(str, config.channels))}) segmentation of {', '.join(labels)}"
     )
     task = SegmentationTask(label_map, config, description)
+    # The trainer builds the task's own network with the task's preprocessing, so published weights fit.
+    trainer = SegmentationTrainer(
+        "segmentation",
+        f"Train the {config.network} on the datastore's final labels (DiceCE)",
+        labels=label_map,
+        network_factory=task.network,
+        roi_size=config.roi_size,
+        spacing=config.spacing,
+        intensity=lambda key: intensity_transform(key, config.preset, config.window),
+        max_epochs=50,
+        early_stop_patience=-1,
+        val_split=0.2,
+    )
     return AppSpec(
         name="labelloop segmentation",
         description="3D segmentation of CT/MR volumes with active learning",
@@ -65,11 +80,10 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
             )
         },
         trainers={
-            # Training is a later issue; the trainer builds the model's network with
-            # ``app.models["segmentation"].task.network()`` so published weights always fit.
             "segmentation": TrainerSpec(
                 name="segmentation",
-                description=f"Train the {config.network} on the datastore's final labels",
+                description=trainer.description,
+                task=trainer,
                 config={
                     "model": "segmentation",
                     "name": "train_01",

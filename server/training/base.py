@@ -8,7 +8,8 @@ A variant overrides one hook, the way nnU-Net's trainer variants do::
 
 Hooks: ``network``, ``loss``, ``optimizer``, ``augmentations`` (MONAI random transforms),
 ``load_transforms`` (the deterministic part, which the cached dataset keeps), ``train_transforms``,
-``val_transforms``, ``validate`` (the key metric, higher is better).
+``val_transforms``, ``validate`` (the key metric, higher is better), ``on_epoch_start`` and
+``train_mode`` (transfer learning: freeze, unfreeze, keep frozen batch norm in eval mode).
 
 ``run`` does the rest: a seeded train/validation split, a ``CacheDataset`` whose cache rate follows a
 byte budget, max epochs and early stopping, AMP on CUDA only, the last and best checkpoints, and after
@@ -113,6 +114,12 @@ class Trainer:
     def inputs(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["image"].to(device), batch["label"].to(device)
 
+    def on_epoch_start(self, network: nn.Module, epoch: int, cfg: TrainConfig) -> None:
+        """Called before each epoch (e.g. to freeze or unfreeze a backbone); nothing by default."""
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+
     # ---- what /info/ shows -----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         cfg = TrainConfig.build(self.defaults, {}).as_dict()
@@ -174,7 +181,8 @@ class Trainer:
         for epoch in range(1, cfg.max_epochs + 1):
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            model.train()
+            self.on_epoch_start(network, epoch, cfg)
+            self.train_mode(model)
             loss_sum, steps = 0.0, 0
             for batch in train_loader:
                 image, label = self.inputs(batch, device)

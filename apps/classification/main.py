@@ -19,6 +19,9 @@ from pathlib import Path
 from server.appspec import AppSpec, ModelSpec, TrainerSpec
 from server.inference.classification import ACTIVATIONS, ClassificationConfig, ClassificationTask
 from server.inference.conf import conf_bool, conf_choice, conf_int, conf_list
+from server.inference.networks import CLASSIFIER_HEADS
+from server.inference.transforms import intensity_transform
+from server.training.classification import ClassificationTrainer
 
 NODULE_LABELS = ["benign", "malignant"]
 # HAM10000: actinic keratosis, basal cell carcinoma, benign keratosis, dermatofibroma, melanoma,
@@ -49,7 +52,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         models["nodule"] = _model(
             "nodule", NODULE_LABELS, nodule, "3D nodule patch: benign or malignant (small CNN)"
         )
-        trainers["nodule"] = _trainer("nodule", nodule)
+        trainers["nodule"] = _trainer("nodule", NODULE_LABELS, nodule, models["nodule"])
     if "lesion" in wanted:
         size = conf_int(conf, "lesion_size", 64, minimum=32)
         pretrained = conf.get("pretrained")
@@ -69,7 +72,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
             lesion,
             f"2D skin lesion, 7 classes ({lesion.network}, transfer learning)",
         )
-        trainers["lesion"] = _trainer("lesion", lesion)
+        trainers["lesion"] = _trainer("lesion", LESION_LABELS, lesion, models["lesion"])
     return AppSpec(
         name="labelloop classification",
         description="2D and 3D image classification with active learning",
@@ -90,13 +93,31 @@ def _model(name: str, labels: list[str], config: ClassificationConfig, descripti
     )
 
 
-def _trainer(name: str, config: ClassificationConfig) -> TrainerSpec:
-    # Training is a later issue. The trainer builds ``task.initial_network()`` (backbone from
-    # ``pretrained`` when set), freezes all but the head with server.inference.transfer, and
-    # unfreezes after ``unfreeze_epoch`` when ``freeze_backbone`` is on.
+def _trainer(name: str, labels: list[str], config: ClassificationConfig, model: ModelSpec) -> TrainerSpec:
+    # The trainer builds ``task.initial_network()`` (backbone from ``pretrained`` when set), freezes
+    # all but the head with server.inference.transfer, and unfreezes after ``unfreeze_epoch``.
+    task: ClassificationTask = model.task
+    transfer = config.freeze_backbone and config.pretrained is not None
+    trainer = ClassificationTrainer(
+        name,
+        f"Train the {name} classifier ({config.network}, cross-entropy)",
+        classes=labels,
+        network_factory=task.initial_network,
+        spatial_size=config.spatial_size,
+        in_channels=config.in_channels,
+        intensity=lambda key: intensity_transform(key, config.preset, config.window),
+        head=CLASSIFIER_HEADS[config.network],
+        freeze_backbone=transfer,
+        unfreeze_epoch=10 if transfer else -1,
+        max_epochs=30,
+        val_split=0.2,
+        train_batch_size=16,
+        val_batch_size=16,
+    )
     return TrainerSpec(
         name=name,
-        description=f"Train the {name} classifier ({config.network})",
+        description=trainer.description,
+        task=trainer,
         config={
             "model": name,
             "name": "train_01",

@@ -258,7 +258,10 @@ class IncomingStore:
                 return
         except IngestError:
             pass  # the database is down: the file has no row, so it goes
-        final.unlink(missing_ok=True)
+        try:
+            final.unlink(missing_ok=True)
+        except OSError as exc:  # e.g. the folder could not be made in the first place
+            log.debug("nothing to remove at %s: %s", final, exc)
 
     def sweep_temporaries(self) -> int:
         """Remove ``.tmp-*`` files a crash left behind (files without rows are never acknowledged)."""

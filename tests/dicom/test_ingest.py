@@ -1,0 +1,198 @@
+"""The ingest path without external tools: statuses, atomicity, idempotence, restart, SEG building."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pytest
+from flask import Flask
+from pydicom import dcmread
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+
+from server.app import create_app
+from server.dicom import synth
+from server.dicom.export import SKIPPED, Node, build_seg
+from server.dicom.incoming import IncomingStore, IngestError, InstanceMeta, Status, decode
+from server.dicom.listener import AllowEntry, parse_allowlist
+from server.dicom.models import DicomExport, DicomInstance, DicomSeries, ExportState, SeriesState
+from server.dicom.service import DicomService
+from server.errors import ConfigError
+from server.settings import Settings
+from tests.conftest import SEG_APP
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    (tmp_path / "studies").mkdir()
+    settings = Settings(
+        app_dir=SEG_APP, studies=tmp_path / "studies", dicom_port=1, dicom_series_idle_seconds=0.2
+    )
+    yield create_app(settings, background=False)  # threads not started: the tests step the workers
+
+
+def service(app: Flask) -> DicomService:
+    return app.extensions["dicom"]
+
+
+def put_series(store: IncomingStore, files: list[Path]) -> None:
+    for path in files:
+        raw = path.read_bytes()
+        store.put(raw, InstanceMeta.from_dataset(decode(raw)))
+
+
+def instance_rows(app: Flask) -> int:
+    with app.extensions["db"].sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(DicomInstance)) or 0)
+
+
+def test_decode_statuses(tmp_path: Path) -> None:
+    series = synth.ct_series(tmp_path / "ct", 1)
+    for keep in (10, 30000):  # garbled header / pixel data cut short
+        raw = synth.corrupt_copy(series.files[0], tmp_path / f"bad{keep}.dcm", keep).read_bytes()
+        with pytest.raises(IngestError) as err:
+            InstanceMeta.from_dataset(decode(raw))
+        assert err.value.status == Status.CANNOT_DECODE == 0xC000
+    raw = synth.without(series.files[0], tmp_path / "nouid.dcm", "StudyInstanceUID").read_bytes()
+    with pytest.raises(IngestError) as err:
+        InstanceMeta.from_dataset(decode(raw))
+    assert err.value.status == Status.MISSING_UIDS == 0xC001
+
+
+def test_put_is_atomic_and_idempotent(app: Flask, tmp_path: Path) -> None:
+    store = service(app).incoming
+    assert store is not None
+    series = synth.ct_series(tmp_path / "ct", 3)
+    raw = series.files[0].read_bytes()
+    meta = InstanceMeta.from_dataset(decode(raw))
+    assert store.put(raw, meta) is True
+    assert store.put(raw, meta) is False  # a duplicate: success, nothing changes
+    final = store.incoming / series.study_uid / series.series_uid / f"{meta.sop_uid}.dcm"
+    assert final.read_bytes() == raw
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temporaries left
+    with app.extensions["db"].sessions() as s:
+        row = s.get(DicomSeries, series.series_uid)
+        assert row is not None and row.n_instances == 1 and row.state == SeriesState.RECEIVING
+        assert row.patient_id == "LL-SYNTH-1" and row.modality == "CT"
+
+
+def test_disk_failure_is_out_of_resources_and_leaves_nothing(app: Flask, tmp_path: Path) -> None:
+    store = service(app).incoming
+    assert store is not None
+    series = synth.ct_series(tmp_path / "ct", 1)
+    (store.incoming / series.study_uid).write_bytes(b"")  # a file where the study folder must go
+    raw = series.files[0].read_bytes()
+    with pytest.raises(IngestError) as err:
+        store.put(raw, InstanceMeta.from_dataset(decode(raw)))
+    assert err.value.status == Status.OUT_OF_RESOURCES == 0xA700
+    assert instance_rows(app) == 0
+
+
+def test_database_failure_is_out_of_resources_and_removes_the_file(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = service(app).incoming
+    assert store is not None
+    series = synth.ct_series(tmp_path / "ct", 1)
+    raw = series.files[0].read_bytes()
+
+    def fail(*_args: object) -> bool:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store, "_index", fail)
+    with pytest.raises(IngestError) as err:
+        store.put(raw, InstanceMeta.from_dataset(decode(raw)))
+    assert err.value.status == Status.OUT_OF_RESOURCES
+    assert not list(store.incoming.rglob("*.dcm")) and not list(store.incoming.rglob(".tmp-*"))
+    assert instance_rows(app) == 0
+
+
+def test_allowlist_and_export_node_parsing() -> None:
+    entries = parse_allowlist("STORESCU@127.0.0.1, OTHER ,@10.0.0.5")
+    assert entries == [
+        AllowEntry("STORESCU", "127.0.0.1"),
+        AllowEntry("OTHER", None),
+        AllowEntry(None, "10.0.0.5"),
+    ]
+    assert entries[0].matches("STORESCU", "127.0.0.1") and not entries[0].matches("STORESCU", "10.0.0.9")
+    assert entries[1].matches("OTHER", "192.168.1.1") and not entries[1].matches("NOPE", "192.168.1.1")
+    assert entries[2].matches("ANY", "10.0.0.5")
+    for bad in ("AET@", "WAY_TOO_LONG_AE_TITLE", "BACK\\SLASH"):
+        with pytest.raises(ConfigError):
+            parse_allowlist(bad)
+    assert Node.parse("ORTHANC@127.0.0.1:4242") == Node("ORTHANC", "127.0.0.1", 4242)
+    with pytest.raises(ConfigError):
+        Node.parse("127.0.0.1:4242")
+
+
+def test_idle_series_converts_and_a_restart_requeues_an_interrupted_conversion(
+    app: Flask, tmp_path: Path
+) -> None:
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None
+    series = synth.ct_series(tmp_path / "ct", 4)
+    put_series(svc.incoming, series.files)
+    assert svc.converter.step() is False  # still receiving: not idle yet
+    time.sleep(0.3)
+    # Simulate a crash in the middle of a conversion: the row says CONVERTING, no image exists.
+    svc.converter.close_idle(time.time())
+    with app.extensions["db"].session() as s:
+        s.execute(update(DicomSeries).values(state=SeriesState.CONVERTING))
+    assert svc.converter.step() is False  # a CONVERTING series is not picked twice
+    svc.converter.on_start()  # what a restarted server does first
+    assert svc.converter.run_until_idle() == 1
+    info = app.extensions["datastore"].image_info(series.series_uid)
+    assert info["shape"] == [128, 128, 4] and info["StudyInstanceUID"] == series.study_uid
+
+
+def test_an_instance_arriving_during_conversion_reopens_the_series(app: Flask, tmp_path: Path) -> None:
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None
+    series = synth.ct_series(tmp_path / "ct", 3)
+    put_series(svc.incoming, series.files[:2])
+    with app.extensions["db"].session() as s:
+        s.execute(update(DicomSeries).values(state=SeriesState.CONVERTING))
+    put_series(svc.incoming, series.files[2:])  # arrives while the converter works
+    assert svc.converter.convert(series.series_uid) == SeriesState.RECEIVING
+    time.sleep(0.3)
+    assert svc.converter.run_until_idle() == 1
+    assert app.extensions["datastore"].image_info(series.series_uid)["shape"] == [128, 128, 3]
+
+
+def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Path) -> None:
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None and svc.exporter is not None
+    series = synth.ct_series(tmp_path / "ct", 5, orientation=(0.866025, 0.5, 0, -0.5, 0.866025, 0))
+    put_series(svc.incoming, series.files)
+    time.sleep(0.3)
+    svc.converter.run_until_idle()
+    ds = app.extensions["datastore"]
+    image = nib.load(str(ds.get_image(series.series_uid).path))
+    label = np.zeros(image.shape, np.uint8)
+    label[10:20, 30:50, 1:3] = 3  # a sparse value: renumbered to segment 1
+    seg = build_seg(label, image.affine, series.files, {3: "vessel"})
+    assert seg is not None
+    buf = io.BytesIO()
+    seg.save_as(buf)
+    back = hd.seg.Segmentation.from_dataset(dcmread(io.BytesIO(buf.getvalue())))
+    assert back.get_segment_description(1).segment_label == "vessel"
+    frames = back.get_pixels_by_source_instance(
+        series.sop_uids, combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    assert np.array_equal(frames, (label > 0).astype(np.uint8).transpose(2, 1, 0))
+
+    # An empty final label queues an export that ends SKIPPED (not ERROR, not DONE).
+    tmp = ds.temp_for_label("final", ".nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(tmp))
+    ds.save_label(series.series_uid, "final", tmp, ".nii.gz", {})
+    svc.exporter.on_start()
+    assert svc.exporter.run_until_idle() == 1
+    with app.extensions["db"].sessions() as s:
+        job = s.scalars(select(DicomExport)).one()
+        assert job.status == SKIPPED and job.status != ExportState.DONE

@@ -1,0 +1,77 @@
+"""Test app for the job tests: a tiny segmentation model and three trainers.
+
+- ``segmentation``: a two-level U-Net on 32^3 volumes, two epochs by default (seconds on a CPU);
+- ``slow``: the same recipe with a validation hook that sleeps, so a job stays RUNNING for a while;
+- ``fail``: its ``loss`` hook raises, so its job must end in ERROR with that text.
+
+``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec
+from server.inference.segmentation import SegmentationConfig, SegmentationTask
+from server.inference.transforms import intensity_transform
+from server.training.segmentation import SegmentationTrainer
+from strategies.entropy import EntropyScoring
+
+LABELS = {"sphere": 1}
+WINDOW = (-500.0, 500.0)
+
+
+class SlowTrainer(SegmentationTrainer):
+    def validate(self, network: nn.Module, loader: Any, device: torch.device) -> tuple[float, float]:
+        time.sleep(1.0)
+        return super().validate(network, loader, device)
+
+
+class FailingTrainer(SegmentationTrainer):
+    def loss(self) -> nn.Module:
+        raise RuntimeError("deliberate failure: this recipe's loss() raises")
+
+
+def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
+    config = SegmentationConfig(
+        channels=(4, 8), num_res_units=0, preset="none", window=WINDOW, spacing=None, roi_size=(32, 32, 32)
+    )
+    task = SegmentationTask(LABELS, config, "tiny test U-Net")
+    common: dict[str, Any] = {
+        "model": "segmentation",
+        "labels": LABELS,
+        "network_factory": task.network,
+        "roi_size": config.roi_size,
+        "intensity": lambda key: intensity_transform(key, config.preset, config.window),
+        "max_epochs": 2,
+        "val_split": 0.25,
+        "learning_rate": 1e-3,
+        "cache_bytes": 64 * 1024 * 1024,
+    }
+    trainers = {
+        "segmentation": SegmentationTrainer(**common),
+        "slow": SlowTrainer(**{**common, "max_epochs": 1000}),
+        "fail": FailingTrainer(**common),
+    }
+    scoring = {}
+    if conf.get("scoring") == "true":
+        method = EntropyScoring(roi_size=config.roi_size)
+        scoring["entropy"] = ScoringSpec(name="entropy", description=method.description, method=method)
+    return AppSpec(
+        name="labelloop training test app",
+        scoring=scoring,
+        models={
+            "segmentation": ModelSpec(
+                name="segmentation", type="segmentation", labels=LABELS, description="tiny U-Net", task=task
+            )
+        },
+        trainers={
+            name: TrainerSpec(name=name, description=t.description, config=t.config(), task=t)
+            for name, t in trainers.items()
+        },
+    )

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class IncomingStore:
         self.root = root.resolve()
         self.incoming = self.root / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
         insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
         columns = [
             c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
@@ -188,7 +190,9 @@ class IncomingStore:
             self._undo(final, meta.sop_uid)
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot write {relative}: {exc}") from exc
         try:
-            with self.db.engine.begin() as conn:
+            # One writer at a time: concurrent associations would otherwise meet SQLite's lock and its
+            # busy handler, which sleeps in milliseconds; a Python lock hands over in microseconds.
+            with self._write_lock, self.db.engine.begin() as conn:
                 new = self._index(conn, meta, relative, len(raw), source, calling_aet, receiving)
         except SQLAlchemyError as exc:
             self._undo(final, meta.sop_uid)

@@ -87,3 +87,21 @@ def test_app_settings_are_checked_at_load() -> None:
             load_app(APPS / "segmentation", bad)
     with pytest.raises(AppLoadError, match="pretrained"):
         load_app(APPS / "classification", {"pretrained": "/nonexistent/weights.pt"})
+
+
+@pytest.mark.parametrize("network", ["densenet121", "resnet18", "cnn"])
+def test_gradcam_for_each_2d_classifier(tmp_path: Path, network: str) -> None:
+    from server.inference.classification import ClassificationConfig, ClassificationTask
+
+    rgb = np.random.default_rng(1).integers(0, 255, (36, 44, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.diag([0.5, 0.5, 1.0, 1.0])), str(path))
+    config = ClassificationConfig(network=network, dimension=2, in_channels=3, spatial_size=(32, 32))
+    task = ClassificationTask(["a", "b", "c"], config)
+    req = InferRequest("lesion", path, ".nii.gz", tmp_path, {}, "image")
+    result = task.run(req, [task.initial_network().eval()], torch.device("cpu"))
+    assert result.file is not None and result.params["gradcam"]["class"] == result.params["prediction"]
+    cam = nib.load(str(result.file))
+    assert cam.shape == (36, 44)
+    np.testing.assert_allclose(cam.affine, np.diag([0.5, 0.5, 1.0, 1.0]))
+    assert abs(sum(result.params["probabilities"].values()) - 1.0) < 1e-5

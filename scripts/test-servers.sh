@@ -2,8 +2,9 @@
 # Source this: installs (apt, as root) and starts the real servers the tests use, on 127.0.0.1.
 #   PostgreSQL -> exports LABELLOOP_TEST_POSTGRES_URL
 #   dcmtk (storescu, echoscu, storescp) and Orthanc + DICOMweb are started by the tests themselves.
+#   redis-server (the remote-worker job queue test) likewise.
 # Without root or apt the tests that need them skip with a reason.
-_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb"
+_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb redis-server"
 _ll_need=""
 for p in $_ll_apt_packages; do
   dpkg -s "$p" >/dev/null 2>&1 || _ll_need="$_ll_need $p"

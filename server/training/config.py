@@ -25,7 +25,7 @@ class TrainConfig:
     val_interval: int = 1
     amp: bool = True  # mixed precision; only ever used on CUDA
     cache_bytes: int = 0  # memory budget of the cached dataset; 0: a quarter of the available memory
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = -1  # DataLoader processes; -1: auto (0 on CPU, up to 4 on CUDA)
     seed: int = 0
     multi_gpu: bool = True  # DDP (torchrun) over every visible GPU when there is more than one
     pretrained: bool = True  # start from the model's current published version when there is one
@@ -53,8 +53,8 @@ class TrainConfig:
             raise BadTrainParams("learning_rate must be positive")
         if self.val_interval < 1:
             raise BadTrainParams("val_interval must be at least 1")
-        if self.cache_bytes < 0 or self.num_workers < 0:
-            raise BadTrainParams("cache_bytes and num_workers must be >= 0")
+        if self.cache_bytes < 0 or self.num_workers < -1:
+            raise BadTrainParams("cache_bytes must be >= 0 and num_workers >= -1 (auto)")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

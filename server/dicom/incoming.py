@@ -279,9 +279,16 @@ class IncomingStore:
 
 
 def _write_atomic(final: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename, fsync the folder: all or nothing."""
+    """Temporary file in the same folder, fsync, rename: the final name only ever holds a whole file.
+
+    The folder is fsynced when this call creates it (once per series), not after every rename: that
+    would add a second synchronous disk write per instance while the index row it pairs with is
+    committed with SQLite's ``synchronous=NORMAL`` (safe against crashes of the process, not against
+    losing the last moments to a power cut). This matches the datastore's own file writes.
+    """
     folder = final.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        _make_dirs(folder)
     tmp = folder / f".tmp-{uuid.uuid4().hex}.dcm"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -294,11 +301,26 @@ def _write_atomic(final: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _make_dirs(folder: Path) -> None:
+    """``mkdir -p`` that fsyncs the parent of each folder it creates, so the new entries persist."""
+    missing = []
+    probe = folder
+    while not probe.is_dir():
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

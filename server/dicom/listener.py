@@ -104,12 +104,12 @@ class _Relaxer(Worker):
 
 
 class StorageSCP:
-    """Fast network polling while instances flow, pynetdicom's default (1 ms) once an association idles.
+    """Fast network polling while one sender streams, pynetdicom's default (1 ms) otherwise.
 
     pynetdicom's network thread sleeps ``_run_loop_delay`` whenever a poll finds nothing. At 1 ms that
     adds up to a millisecond twice per instance (request in, response out): most of a small instance's
     time. At 0.2 ms an open but idle association costs ~14 % of a core (measured), so the short delay
-    applies only while C-STOREs arrive and is lifted after a second without one.
+    applies only while C-STOREs arrive on a single association and is lifted after a second without one.
     """
 
     IDLE_POLL = 0.001
@@ -204,9 +204,10 @@ class StorageSCP:
 
     def _busy(self, assoc: Association) -> None:
         with self._active_lock:
-            if assoc not in self._active:
-                assoc.dul._run_loop_delay = self.poll_seconds
+            new = assoc not in self._active
             self._active[assoc] = time.monotonic()
+            if new:
+                self._tune()
 
     def relax_idle(self, now: float, after: float = 1.0) -> None:
         with self._active_lock:
@@ -214,6 +215,15 @@ class StorageSCP:
             for assoc in idle:
                 assoc.dul._run_loop_delay = self.IDLE_POLL
                 del self._active[assoc]
+            if idle:
+                self._tune()
+
+    def _tune(self) -> None:
+        """A lone sender waits on our latency: poll fast. With several, the CPU is the bottleneck and
+        the other associations hide the latency (measured: 1 ms polls are ~8 % faster with four)."""
+        delay = self.poll_seconds if len(self._active) == 1 else self.IDLE_POLL
+        for assoc in self._active:
+            assoc.dul._run_loop_delay = delay
 
     def _on_echo(self, event: Event) -> int:
         return Status.SUCCESS

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from infer_support import LiveServer, ServerFactory
+from tests.inference.infer_support import LiveServer, ServerFactory
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import requests
-from infer_support import TEST_APPS, LiveServer, ServerFactory, ct_volume
+from tests.inference.infer_support import TEST_APPS, LiveServer, ServerFactory, ct_volume
 
 SLEEP = 2.0
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from infer_support import APPS, CT_AFFINE, LiveServer, ServerFactory, ct_volume
+from tests.inference.infer_support import APPS, CT_AFFINE, LiveServer, ServerFactory, ct_volume
 
 from server.datastore.volumes import load_array
 

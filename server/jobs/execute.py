@@ -321,6 +321,9 @@ def run_batch_infer(env: JobEnv) -> None:
 # ---- scoring -------------------------------------------------------------------------------------
 def run_scoring(env: JobEnv) -> None:
     methods = {name: s.method for name, s in env.spec.scoring.items() if s.method is not None}
+    wanted = env.job.request.get("methods")
+    if isinstance(wanted, list):
+        methods = {name: m for name, m in methods.items() if name in wanted}
     if not methods:
         detail = "the app declares no scoring methods: nothing to rescore"
         print(detail, flush=True)

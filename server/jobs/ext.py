@@ -1,6 +1,6 @@
 """Wire the job system into the Flask app: ``init_app(app, background=...)``.
 
-Registers the ``/train/`` and ``/batch/infer`` blueprints, puts the :class:`JobService` in
+Registers the ``/train/``, ``/batch/infer`` and ``/scoring/`` blueprints, puts the :class:`JobService` in
 ``app.extensions["jobs"]``, the ``/info/`` ``train_stats`` callable in
 ``app.extensions["train_stats"]``, hooks the campaign to the datastore's label saves and, with
 ``background``, recovers jobs left by a previous run and starts the embedded consumer process.
@@ -17,7 +17,7 @@ from typing import IO
 
 from flask import Flask
 
-from server.api import batch, train
+from server.api import batch, scoring, train
 from server.appspec import AppSpec
 from server.jobs.campaign import Campaign, retrain_after
 from server.jobs.queue import JobQueue
@@ -36,7 +36,7 @@ def init_app(app: Flask, *, background: bool = True) -> JobService:
     queue = JobQueue(settings.queue, settings.data)
     jobs = JobService(app.extensions["db"], queue, settings.data)
     app.extensions["jobs"] = jobs
-    for module in (train, batch):
+    for module in (train, batch, scoring):
         app.register_blueprint(module.bp)
     app.extensions["train_stats"] = lambda: jobs.train_stats(spec.trainers)
     trainer = settings.conf.get("retrain_trainer") or next(iter(spec.trainers), None)

@@ -168,6 +168,19 @@ class JobService:
                 out[name] = {"result": None, "detail": exc.detail}
         return out
 
+    def start_scoring(
+        self, spec: AppSpec, method: str | None, params: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]:
+        """``POST /scoring/[<method>]``: one declared scoring method, or all of them (``method`` None)."""
+        if method is not None and method not in spec.scoring:
+            names = ", ".join(sorted(spec.scoring)) or "none"
+            raise NotFound(f"Scoring method NOT Found: {method!r} (this app has: {names})")
+        model = params.get("model") or next(iter(spec.models), "")
+        if model not in spec.models:
+            raise NotFound(f"Model NOT Found: {model!r}")
+        methods = [method] if method is not None else sorted(spec.scoring)
+        return self.submit("scoring", model, {**params, "methods": methods}, enqueue=enqueue)
+
     def start_batch_infer(
         self, spec: AppSpec, model: str, images: str, params: dict[str, Any], *, enqueue: bool = False
     ) -> dict[str, Any]:

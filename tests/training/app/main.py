@@ -4,7 +4,8 @@
 - ``slow``: the same recipe with a validation hook that sleeps, so a job stays RUNNING for a while;
 - ``fail``: its ``loss`` hook raises, so its job must end in ERROR with that text.
 
-``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs).
+``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs)
+and the ``entropy`` strategy that serves by its scores.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec
+from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec, default_strategies
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
 from server.training.segmentation import SegmentationTrainer
-from strategies.entropy import EntropyScoring
+from strategies.entropy import Entropy, EntropyScoring
 
 LABELS = {"sphere": 1}
 WINDOW = (-500.0, 500.0)
@@ -59,12 +60,15 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         "fail": FailingTrainer(**common),
     }
     scoring = {}
+    strategies = default_strategies()
     if conf.get("scoring") == "true":
         method = EntropyScoring(roi_size=config.roi_size)
         scoring["entropy"] = ScoringSpec(name="entropy", description=method.description, method=method)
+        strategies["entropy"] = Entropy()
     return AppSpec(
         name="labelloop training test app",
         scoring=scoring,
+        strategies=strategies,
         models={
             "segmentation": ModelSpec(
                 name="segmentation", type="segmentation", labels=LABELS, description="tiny U-Net", task=task

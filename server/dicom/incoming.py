@@ -18,6 +18,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.database import Database
 from server.dicom.models import DicomInstance, DicomSeries, SeriesState
+from server.dicom.scan import scan
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +64,66 @@ class InstanceMeta:
     description: str = ""
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> InstanceMeta:
-        uids = {}
-        for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
-            value = str(ds.get(keyword, "") or "").strip()
-            if not is_uid(value):
-                raise IngestError(Status.MISSING_UIDS, f"{keyword} is missing or not a valid UID: {value!r}")
-            uids[keyword] = value
+    def build(cls, values: dict[str, str]) -> InstanceMeta:
+        """From keyword -> text; the four UIDs must be valid (else MISSING_UIDS), texts are cut to fit."""
+        for keyword in UID_KEYWORDS:
+            if not is_uid(values.get(keyword, "")):
+                raise IngestError(
+                    Status.MISSING_UIDS,
+                    f"{keyword} is missing or not a valid UID: {values.get(keyword, '')!r}",
+                )
         return cls(
-            sop_uid=uids["SOPInstanceUID"],
-            sop_class_uid=uids["SOPClassUID"],
-            study_uid=uids["StudyInstanceUID"],
-            series_uid=uids["SeriesInstanceUID"],
-            patient_id=_text(ds, "PatientID", 64),
-            modality=_text(ds, "Modality", 16),
-            study_date=_text(ds, "StudyDate", 16),
-            study_time=_text(ds, "StudyTime", 32),
-            description=_text(ds, "SeriesDescription", 255),
+            sop_uid=values["SOPInstanceUID"],
+            sop_class_uid=values["SOPClassUID"],
+            study_uid=values["StudyInstanceUID"],
+            series_uid=values["SeriesInstanceUID"],
+            **{field: values.get(keyword, "")[:limit] for keyword, (field, limit) in TEXT_FIELDS.items()},
         )
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> InstanceMeta:
+        try:
+            values = {k: _text(ds, k) for k in (*UID_KEYWORDS, *TEXT_FIELDS)}
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise IngestError(Status.CANNOT_DECODE, f"dataset does not decode: {exc}") from exc
+        return cls.build(values)
+
+
+UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+TEXT_FIELDS = {
+    "PatientID": ("patient_id", 64),
+    "Modality": ("modality", 16),
+    "StudyDate": ("study_date", 16),
+    "StudyTime": ("study_time", 32),
+    "SeriesDescription": ("description", 255),
+}
+SCAN_KEYS = {
+    "SOPInstanceUID": "sop_uid",
+    "SOPClassUID": "sop_class_uid",
+    "StudyInstanceUID": "study_uid",
+    "SeriesInstanceUID": "series_uid",
+    "PatientID": "patient_id",
+    "Modality": "modality",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "SeriesDescription": "description",
+}
+
+
+def read_meta(raw: bytes) -> InstanceMeta:
+    """What the handler needs from an instance's bytes: a header scan when the data is plain, else pydicom.
+
+    Both raise the same ``IngestError``s: CANNOT_DECODE for a broken or truncated dataset, MISSING_UIDS.
+    """
+    found = scan(raw)
+    if found is None:
+        return InstanceMeta.from_dataset(decode(raw))
+    if found.pixels_short:
+        raise IngestError(
+            Status.CANNOT_DECODE,
+            f"pixel data is {found.pixel_bytes} bytes; {found.expected_pixel_bytes} expected",
+        )
+    return InstanceMeta.build({keyword: found.text(key) for keyword, key in SCAN_KEYS.items()})
 
 
 def is_uid(value: str) -> bool:
@@ -118,9 +162,13 @@ def _check_pixel_length(ds: Dataset) -> None:
         raise IngestError(Status.CANNOT_DECODE, f"pixel data is {got} bytes; {expected} expected")
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str:
+def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
-    return "" if value is None else str(value)[:limit]
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value).strip(" \x00")
+    return str(value).strip(" \x00")
 
 
 class IncomingStore:

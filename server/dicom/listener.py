@@ -26,7 +26,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from server.dicom.incoming import IncomingStore, IngestError, InstanceMeta, Status, decode
+from server.dicom.incoming import IncomingStore, IngestError, Status, read_meta
 from server.dicom.worker import Worker
 from server.errors import ConfigError
 
@@ -232,7 +232,7 @@ class StorageSCP:
         self._busy(event.assoc)
         raw = event.encoded_dataset()
         try:
-            meta = InstanceMeta.from_dataset(decode(raw))
+            meta = read_meta(raw)
             request = cast(C_STORE, event.request)
             if meta.sop_uid != str(request.AffectedSOPInstanceUID):
                 raise IngestError(Status.MISSING_UIDS, "SOPInstanceUID differs from the request's")

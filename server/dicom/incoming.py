@@ -184,6 +184,7 @@ class IncomingStore:
         self.incoming = self.root / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        self._conn: Connection | None = None
         insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
         columns = [
             c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
@@ -240,12 +241,40 @@ class IncomingStore:
         try:
             # One writer at a time: concurrent associations would otherwise meet SQLite's lock and its
             # busy handler, which sleeps in milliseconds; a Python lock hands over in microseconds.
-            with self._write_lock, self.db.engine.begin() as conn:
-                new = self._index(conn, meta, relative, len(raw), source, calling_aet, receiving)
+            with self._write_lock:
+                new = self._write(meta, relative, len(raw), source, calling_aet, receiving)
         except SQLAlchemyError as exc:
             self._undo(final, meta.sop_uid)
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot index {meta.sop_uid}: {exc}") from exc
         return new
+
+    def _write(
+        self,
+        meta: InstanceMeta,
+        relative: str,
+        size: int,
+        source: str,
+        calling_aet: str | None,
+        receiving: bool,
+    ) -> bool:
+        """One transaction on the writer's own connection (kept open: a pool checkout, and the rollback
+        the pool issues on every return, cost as much as the inserts). Under ``_write_lock``."""
+        if self._conn is None:
+            self._conn = self.db.engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                return self._index(conn, meta, relative, size, source, calling_aet, receiving)
+        except SQLAlchemyError:
+            self._conn = None
+            conn.close()  # a broken connection is not reused: the next instance opens a fresh one
+            raise
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _indexed(self, sop_uid: str) -> bool:
         try:

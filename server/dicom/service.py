@@ -106,6 +106,8 @@ class DicomService:
         for worker in (self.prefetcher, self.converter, self.exporter):
             if worker is not None:
                 worker.stop()
+        if self.incoming is not None:
+            self.incoming.close()
         log.info("DICOM service stopped")
 
     # ---- what the REST layer asks ----------------------------------------------------------------

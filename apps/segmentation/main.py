@@ -11,18 +11,26 @@ Settings (``--conf KEY VALUE``):
 - ``spacing``: target voxel spacing in mm (default ``1.5,1.5,2``; ``native`` keeps the input's)
 - ``roi_size``: sliding-window size, ``32`` or ``64`` (default) or ``X,Y,Z``
 - ``crop_foreground``, ``largest_component``, ``crf``: ``true``/``false`` (default false)
+- ``strategies``: which next-sample strategies to expose (default ``random,first,last,entropy,tta``;
+  ``stratified_random`` and ``hybrid`` take strata / embeddings from the request params). Score-based
+  ones read the scores that ``POST /scoring/`` (or the rescore after each training) stores.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from server.appspec import AppSpec, ModelSpec, TrainerSpec
+from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec
 from server.inference.conf import conf_bool, conf_choice, conf_floats, conf_int, conf_ints, conf_list
 from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
 from server.training.segmentation import SegmentationTrainer
+from strategies.entropy import EntropyScoring
+from strategies.registry import BUILTIN_STRATEGIES
+from strategies.tta import TTAScoring
+
+DEFAULT_STRATEGIES = ["random", "first", "last", "entropy", "tta"]
 
 
 def segmentation_config(conf: dict[str, str]) -> SegmentationConfig:
@@ -64,8 +72,17 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         early_stop_patience=-1,
         val_split=0.2,
     )
+    scoring_methods = [EntropyScoring(roi_size=config.roi_size), TTAScoring(3, roi_size=config.roi_size)]
+    wanted = conf_list(conf, "strategies", DEFAULT_STRATEGIES)
+    unknown = sorted(set(wanted) - set(BUILTIN_STRATEGIES))
+    if unknown:
+        raise ValueError(f"--conf strategies: unknown {unknown}; choose from {sorted(BUILTIN_STRATEGIES)}")
     return AppSpec(
         name="labelloop segmentation",
+        strategies={name: BUILTIN_STRATEGIES[name]() for name in wanted},
+        scoring={
+            m.name: ScoringSpec(name=m.name, description=m.description, method=m) for m in scoring_methods
+        },
         description="3D segmentation of CT/MR volumes with active learning",
         labels=labels,
         models={

@@ -8,7 +8,7 @@ from logging.handlers import RotatingFileHandler
 from flask import Flask
 from flask_cors import CORS
 
-from server import __version__, registry
+from server import __version__, pseudo, registry
 from server.api import activelearning, auth, datastore, infer, info, logs, misc, model, session
 from server.apploader import load_app
 from server.appspec import AppSpec
@@ -44,6 +44,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
 
     store = Datastore(db, settings.studies)
     app.extensions["datastore"] = store
+    pseudo.init_app(app)  # a final label removes the study's pseudo-label
     report = index_studies(db, settings.studies)
     log.info("indexed %s: %s", settings.studies, report.as_dict())
     app.extensions["index_report"] = report

@@ -10,6 +10,8 @@ Models (``--conf models nodule,lesion``, both by default):
   fine-tune everything); ``--conf lesion_size 224`` for the classic input size (default 64, CPU).
 
 ``/infer`` answers JSON probabilities; ``output=image`` a Grad-CAM map of the predicted class.
+``--conf semi_supervised true`` trains on the unlabelled studies too (pseudo-labels from the teacher's
+confident predictions; default false, or per training request).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         )
     models: dict[str, ModelSpec] = {}
     trainers: dict[str, TrainerSpec] = {}
+    semi = conf_bool(conf, "semi_supervised", False)
     if "nodule" in wanted:
         size = conf_int(conf, "nodule_size", 32, minimum=8)
         nodule = ClassificationConfig(
@@ -52,7 +55,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         models["nodule"] = _model(
             "nodule", NODULE_LABELS, nodule, "3D nodule patch: benign or malignant (small CNN)"
         )
-        trainers["nodule"] = _trainer("nodule", NODULE_LABELS, nodule, models["nodule"])
+        trainers["nodule"] = _trainer("nodule", NODULE_LABELS, nodule, models["nodule"], semi)
     if "lesion" in wanted:
         size = conf_int(conf, "lesion_size", 64, minimum=32)
         pretrained = conf.get("pretrained")
@@ -72,7 +75,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
             lesion,
             f"2D skin lesion, 7 classes ({lesion.network}, transfer learning)",
         )
-        trainers["lesion"] = _trainer("lesion", LESION_LABELS, lesion, models["lesion"])
+        trainers["lesion"] = _trainer("lesion", LESION_LABELS, lesion, models["lesion"], semi)
     return AppSpec(
         name="labelloop classification",
         description="2D and 3D image classification with active learning",
@@ -93,7 +96,9 @@ def _model(name: str, labels: list[str], config: ClassificationConfig, descripti
     )
 
 
-def _trainer(name: str, labels: list[str], config: ClassificationConfig, model: ModelSpec) -> TrainerSpec:
+def _trainer(
+    name: str, labels: list[str], config: ClassificationConfig, model: ModelSpec, semi: bool = False
+) -> TrainerSpec:
     # The trainer builds ``task.initial_network()`` (backbone from ``pretrained`` when set), freezes
     # all but the head with server.inference.transfer, and unfreezes after ``unfreeze_epoch``.
     task: ClassificationTask = model.task
@@ -113,6 +118,7 @@ def _trainer(name: str, labels: list[str], config: ClassificationConfig, model: 
         val_split=0.2,
         train_batch_size=16,
         val_batch_size=16,
+        semi_supervised={"enabled": semi, "method": "pseudo_label", "threshold": 0.95, "max_unlabelled": 256},
     )
     return TrainerSpec(
         name=name,
@@ -128,5 +134,6 @@ def _trainer(name: str, labels: list[str], config: ClassificationConfig, model: 
             "freeze_backbone": config.freeze_backbone,
             "unfreeze_epoch": 10 if config.freeze_backbone and config.pretrained else -1,
             "augmentation": ["flip", "rotate90", "intensity"],
+            "semi_supervised": trainer.config()["semi_supervised"],
         },
     )

@@ -11,6 +11,8 @@ Settings (``--conf KEY VALUE``):
 - ``spacing``: target voxel spacing in mm (default ``1.5,1.5,2``; ``native`` keeps the input's)
 - ``roi_size``: sliding-window size, ``32`` or ``64`` (default) or ``X,Y,Z``
 - ``crop_foreground``, ``largest_component``, ``crf``: ``true``/``false`` (default false)
+- ``semi_supervised``: ``true`` to train on the unlabelled studies too (Mean Teacher; default false); a
+  training request can switch it per run with ``{"semi_supervised": {"enabled": true, ...}}``
 - ``strategies``: which next-sample strategies to expose (default ``random,first,last,entropy,tta``;
   ``stratified_random`` and ``hybrid`` take strata / embeddings from the request params). Score-based
   ones read the scores that ``POST /scoring/`` (or the rescore after each training) stores.
@@ -71,6 +73,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         max_epochs=50,
         early_stop_patience=-1,
         val_split=0.2,
+        semi_supervised={"enabled": conf_bool(conf, "semi_supervised", False), "max_unlabelled": 64},
     )
     scoring_methods = [EntropyScoring(roi_size=config.roi_size), TTAScoring(3, roi_size=config.roi_size)]
     wanted = conf_list(conf, "strategies", DEFAULT_STRATEGIES)
@@ -111,6 +114,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
                     "train_batch_size": 1,
                     "val_batch_size": 1,
                     "roi_size": list(config.roi_size),
+                    "semi_supervised": trainer.config()["semi_supervised"],
                 },
             )
         },

@@ -2,7 +2,9 @@
 
 - ``train``: the app's trainer on the datastore's final labels; stats after every epoch into the row and
   ``train_stats.json``; the best checkpoint published as the model's next version. More than one visible
-  GPU and ``multi_gpu``: the same recipe under ``torchrun`` with DDP (:mod:`server.training.ddp`).
+  GPU and ``multi_gpu``: the same recipe under ``torchrun`` with DDP (:mod:`server.training.ddp`). With
+  ``semi_supervised``: the studies without a final label train too, and the new version's predictions on
+  them are stored as pseudo-labels (:mod:`server.pseudo`).
 - ``scoring``: the app's scoring methods on the unlabelled studies with the model's current version,
   stored per (image, method, model version); a no-op, recorded as such, when the app declares none.
 - ``batch_infer``: the model's inference task over all, labelled or unlabelled studies, each result
@@ -31,8 +33,10 @@ from server.datastore.store import Datastore
 from server.jobs.models import Job
 from server.jobs.service import BATCH_IMAGES
 from server.models import Image, Score
+from server.pseudo import Provenance, PseudoLabels, inference_predictor
 from server.settings import Settings
 from server.training.base import TrainContext, Trainer, TrainResult
+from server.training.config import TrainConfig
 
 
 @dataclass
@@ -121,6 +125,7 @@ def run_train(env: JobEnv) -> None:
         raise ValueError("no final labels to train on: save some labels first")
     publisher = Publisher(env)
     initial = publisher.current_weights(model) if cfg.pretrained else None
+    pool = unlabelled_pool(env, model, cfg)
     device = train_device()
     world = torch.cuda.device_count() if device == "cuda" and cfg.multi_gpu else 1
     print(f"{len(datalist)} labelled studies, device {device} x{world}, {cfg.max_epochs} epochs", flush=True)
@@ -134,22 +139,24 @@ def run_train(env: JobEnv) -> None:
             device=device,
             on_epoch=StatsRecorder(env),
             initial_weights=initial,
+            unlabelled=PseudoLabels(env.db, env.datastore).image_paths(pool),
         )
         result = trainer.run(ctx)
     if result.best_checkpoint is None:
         raise RuntimeError("training ended without a checkpoint")
     metrics = {**result.metrics, "job_id": env.job.id, "train_stats": result.stats}
     version = publisher.publish(model, result.best_checkpoint, metrics, source=f"train:{env.job.id}")
-    env.update(
-        model_version=version,
-        result={
-            "model": model,
-            "model_version": version,
-            "best_metric": result.metrics.get(result.metrics.get("key_metric_name", ""), result.best_metric),
-            "best_metric_epoch": result.best_metric_epoch,
-            "epochs": result.epochs_run,
-        },
-    )
+    outcome = {
+        "model": model,
+        "model_version": version,
+        "best_metric": result.metrics.get(result.metrics.get("key_metric_name", ""), result.best_metric),
+        "best_metric_epoch": result.best_metric_epoch,
+        "epochs": result.epochs_run,
+    }
+    env.update(model_version=version, result=outcome)
+    if pool and cfg.semi_supervised.pseudo_labels:
+        outcome["pseudo_labels"] = write_pseudo_labels(env, model, version, cfg, pool)
+        env.update(result=outcome)
     print(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})", flush=True)
 
 
@@ -176,6 +183,9 @@ def train_rank(settings: Settings, db: Database, job_id: str) -> None:
             device=f"cuda:{local_rank}" if cuda else "cpu",
             on_epoch=StatsRecorder(env) if rank == 0 else None,
             initial_weights=initial,
+            unlabelled=PseudoLabels(env.db, env.datastore).image_paths(
+                unlabelled_pool(env, trainer.model or env.job.model, cfg)
+            ),
             rank=rank,
             world_size=world,
             local_rank=local_rank,
@@ -227,6 +237,46 @@ def launch_ddp(env: JobEnv, world: int) -> TrainResult:
         stats=data["stats"],
         metrics=data["metrics"],
     )
+
+
+def unlabelled_pool(env: JobEnv, model: str, cfg: TrainConfig) -> list[str]:
+    """The studies a semi-supervised run trains on without labels (none when it is off): no final label,
+    at most ``max_unlabelled``, the most uncertain left out when ``uncertainty_method`` names scores."""
+    semi = cfg.semi_supervised
+    if not semi.enabled:
+        return []
+    uncertainty = None
+    if semi.uncertainty_method:
+        from server.registry import ModelRegistry
+
+        current = ModelRegistry(env.db, env.settings.data).current(model)
+        uncertainty = (semi.uncertainty_method, f"{model}@{current.version if current is not None else 0}")
+    return PseudoLabels(env.db, env.datastore).pool(semi.max_unlabelled, uncertainty, semi.uncertainty_keep)
+
+
+def write_pseudo_labels(
+    env: JobEnv, model: str, version: int, cfg: TrainConfig, pool: list[str]
+) -> dict[str, Any]:
+    """The new version's predictions on the pool as pseudo-labels; older versions' dropped."""
+    hosted = env.spec.models.get(model)
+    if hosted is None or hosted.task is None:
+        print(f"no pseudo-labels: {model!r} is not a hosted model", flush=True)
+        return {"written": 0, "detail": "not a hosted model"}
+    semi = cfg.semi_supervised
+    provenance = Provenance(model, version, semi.method, semi.threshold, time.time())
+    service = inference_service(env)
+    try:
+        report = PseudoLabels(env.db, env.datastore).refresh(
+            pool, provenance, inference_predictor(service, model), env.job_dir / "pseudo"
+        )
+    finally:
+        service.close()
+    print(
+        f"pseudo-labels of {model} v{version}: {report['written']} written, {report['current']} current, "
+        f"{len(report['failed'])} failed, {report['dropped']} older ones dropped",
+        flush=True,
+    )
+    return report
 
 
 class Publisher:

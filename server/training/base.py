@@ -9,12 +9,15 @@ A variant overrides one hook, the way nnU-Net's trainer variants do::
 Hooks: ``network``, ``loss``, ``optimizer``, ``augmentations`` (MONAI random transforms),
 ``load_transforms`` (the deterministic part, which the cached dataset keeps), ``train_transforms``,
 ``val_transforms``, ``validate`` (the key metric, higher is better), ``on_epoch_start`` and
-``train_mode`` (transfer learning: freeze, unfreeze, keep frozen batch norm in eval mode).
+``train_mode`` (transfer learning: freeze, unfreeze, keep frozen batch norm in eval mode), and
+``unlabelled_item`` (how a study without a label enters the recipe's transforms).
 
 ``run`` does the rest: a seeded train/validation split, a ``CacheDataset`` whose cache rate follows a
 byte budget, max epochs and early stopping, AMP on CUDA only, the last and best checkpoints, and after
 every epoch the train stats that MONAI Label clients read. With ``world_size > 1`` (torchrun) the network
-is wrapped in DDP, the data is sharded with a ``DistributedSampler`` and only rank 0 writes.
+is wrapped in DDP, the data is sharded with a ``DistributedSampler`` and only rank 0 writes. With
+``semi_supervised.enabled`` and unlabelled studies in the context, each step also trains on a batch of
+them against a teacher (:mod:`server.training.semi`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from server.training.config import TrainConfig
+from server.training.semi import SemiSupervision, cycle
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class TrainContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    unlabelled: list[str] = field(default_factory=list)  # images without a final label (semi-supervised)
 
 
 @dataclass
@@ -121,6 +126,11 @@ class Trainer:
     def train_mode(self, model: nn.Module) -> None:
         model.train()
 
+    def unlabelled_item(self, image: str) -> dict[str, Any]:
+        """A study without a label, shaped for ``train_transforms``: here the image stands in for the
+        label (same geometry, so crops and flips apply unchanged); only the image is ever read."""
+        return {"image": image, "label": image}
+
     # ---- what /info/ shows -----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         cfg = TrainConfig.build(self.defaults, {}).as_dict()
@@ -173,6 +183,7 @@ class Trainer:
         cfg.num_workers = resolve_workers(cfg.num_workers, device)
         train_ds, val_ds = self.datasets(train_items, val_items or train_items, budget, cfg.num_workers)
         train_loader, val_loader, sampler = self.loaders(train_ds, val_ds, cfg, ctx)
+        semi = self.semi_supervision(network, ctx, cfg, budget, device)
 
         best_metric, best_epoch, epoch = -math.inf, 0, 0
         best_path, last_path = ctx.output_dir / "best.pt", ctx.output_dir / "last.pt"
@@ -191,7 +202,10 @@ class Trainer:
                 image, label = self.inputs(batch, device)
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=device.type, enabled=use_amp):
-                    loss = loss_fn(model(image), label)
+                    if semi is None:
+                        loss = loss_fn(model(image), label)
+                    else:
+                        loss = semi.loss(model, loss_fn, image, label, iterations / len(train_loader))
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(opt)
@@ -199,6 +213,8 @@ class Trainer:
                 else:
                     loss.backward()
                     opt.step()
+                if semi is not None:
+                    semi.after_step(network)
                 loss_sum += loss.detach().float()  # no host sync per step: the GPU keeps going
                 steps += 1
                 samples += int(image.shape[0])
@@ -241,6 +257,8 @@ class Trainer:
             # Throughput of this rank's training phase (validation excluded), and the whole epoch.
             stats["train_samples_per_second"] = round(samples / train_seconds, 3) if train_seconds else None
             stats["epoch_seconds"] = round(time.perf_counter() - epoch_start, 3)
+            if semi is not None:
+                stats["semi_supervised"] = {"unlabelled_studies": len(ctx.unlabelled), **semi.epoch_stats()}
             if ctx.rank == 0:
                 print(
                     f"epoch {epoch}/{cfg.max_epochs}: {self.train_metric_name} {train_loss:.4f}, "
@@ -259,6 +277,7 @@ class Trainer:
             "epochs": epoch,
             "train_studies": len(train_items),
             "val_studies": len(val_items),
+            "unlabelled_studies": len(ctx.unlabelled) if semi is not None else 0,
             "seconds": round(time.time() - start_ts, 3),
         }
         return TrainResult(
@@ -272,6 +291,48 @@ class Trainer:
         )
 
     # ---- data ------------------------------------------------------------------------------
+    def semi_supervision(
+        self, network: nn.Module, ctx: TrainContext, cfg: TrainConfig, budget: int, device: torch.device
+    ) -> SemiSupervision | None:
+        """The teacher and an endless shuffled stream of unlabelled batches (through the training
+        transforms), or None when semi-supervised training is off or there is nothing unlabelled."""
+        semi = cfg.semi_supervised
+        if not semi.enabled or not ctx.unlabelled:
+            return None
+        items = [self.unlabelled_item(image) for image in ctx.unlabelled]
+        per_item = max(1, estimate_item_bytes(Compose(self.load_transforms()), items[0]))
+        dataset = CacheDataset(
+            items,
+            self.train_transforms(),
+            cache_rate=min(1.0, budget / (per_item * len(items))),
+            num_workers=max(1, cfg.num_workers),
+            progress=False,
+        )
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # each rank its own order
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.train_batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=cfg.num_workers,
+            drop_last=len(items) >= cfg.train_batch_size,
+        )
+        print(
+            f"semi-supervised ({semi.method}, threshold {semi.threshold}, ema {semi.ema}): "
+            f"{len(items)} unlabelled studies",
+            flush=True,
+        )
+        return SemiSupervision(
+            network,
+            cycle(loader, lambda batch: self.inputs(batch, device)[0]),
+            method=semi.method,
+            threshold=semi.threshold,
+            weight=semi.weight,
+            rampup=semi.rampup_epochs,
+            ema=semi.ema,
+            noise=semi.noise,
+        )
+
     def datasets(
         self, train_items: list[dict[str, Any]], val_items: list[dict[str, Any]], budget: int, workers: int
     ) -> tuple[CacheDataset, CacheDataset]:

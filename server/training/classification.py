@@ -130,6 +130,9 @@ class ClassificationTrainer(Trainer):
         ctx.datalist = items
         return super().run(ctx)
 
+    def unlabelled_item(self, image: str) -> dict[str, Any]:
+        return {"image": image, "label": 0}  # a placeholder class; semi-supervised training never reads it
+
     def inputs(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["image"].to(device), torch.as_tensor(batch["label"]).long().view(-1).to(device)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from server.training.semi import METHODS
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -11,6 +14,63 @@ _FALSE = ("0", "false", "no", "off")
 
 class BadTrainParams(ValueError):
     """A request parameter has the wrong type or range; the message names it."""
+
+
+@dataclass
+class SemiSupervisedConfig:
+    """``semi_supervised``: train on the unlabelled studies too (:mod:`server.training.semi`).
+
+    Given as an object (keys merge over the app's defaults), ``true``/``false`` (just ``enabled``) or
+    the object as a JSON string (what form clients send)."""
+
+    enabled: bool = False
+    method: str = "mean_teacher"  # or "pseudo_label" (hard labels, cross-entropy)
+    threshold: float = 0.9  # voxel-wise: only where the teacher's top probability reaches it; 0: all
+    weight: float = 1.0  # of the unlabelled loss, after the ramp-up
+    rampup_epochs: float = 5.0  # sigmoid ramp-up of the weight
+    ema: float = 0.99  # teacher = EMA of the student; 1.0: the version the run started from
+    noise: float = 0.1  # Gaussian noise on the student's view of an unlabelled batch
+    max_unlabelled: int = 64  # studies without a final label used per run (and given pseudo-labels)
+    uncertainty_method: str = ""  # a scoring method: leave out the most uncertain studies by its scores
+    uncertainty_keep: float = 1.0  # ... keeping this least-uncertain fraction
+    pseudo_labels: bool = True  # store the new version's predictions under the ``pseudo`` tag
+
+    @classmethod
+    def build(cls, base: SemiSupervisedConfig | None, value: Any) -> SemiSupervisedConfig:
+        values = asdict(base) if base is not None else {}
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise BadTrainParams(f"semi_supervised: not a JSON object: {value!r}") from None
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise BadTrainParams(f"semi_supervised: unknown keys {', '.join(sorted(unknown))}")
+            for f in fields(cls):
+                if f.name in value:
+                    values[f.name] = _coerce(f"semi_supervised.{f.name}", str(f.type), value[f.name])
+        else:
+            values["enabled"] = _coerce("semi_supervised", "bool", value)
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise BadTrainParams(f"semi_supervised.method must be one of {', '.join(METHODS)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise BadTrainParams("semi_supervised.threshold must be in [0, 1]")
+        if self.weight < 0 or self.rampup_epochs < 0 or self.noise < 0:
+            raise BadTrainParams("semi_supervised weight, rampup_epochs and noise must be >= 0")
+        if not 0.0 <= self.ema <= 1.0:
+            raise BadTrainParams("semi_supervised.ema must be in [0, 1]")
+        if self.max_unlabelled < 1:
+            raise BadTrainParams("semi_supervised.max_unlabelled must be at least 1")
+        if not 0.0 < self.uncertainty_keep <= 1.0:
+            raise BadTrainParams("semi_supervised.uncertainty_keep must be in (0, 1]")
+        if not isinstance(self.uncertainty_method, str):
+            raise BadTrainParams("semi_supervised.uncertainty_method must be a scoring method's name")
 
 
 @dataclass
@@ -29,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     multi_gpu: bool = True  # DDP (torchrun) over every visible GPU when there is more than one
     pretrained: bool = True  # start from the model's current published version when there is one
+    semi_supervised: SemiSupervisedConfig = field(default_factory=SemiSupervisedConfig)
 
     @classmethod
     def build(cls, defaults: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
@@ -36,7 +97,9 @@ class TrainConfig:
         values: dict[str, Any] = {}
         for f in fields(cls):
             for source in (defaults, params):
-                if f.name in source:
+                if f.name == "semi_supervised" and f.name in source:
+                    values[f.name] = SemiSupervisedConfig.build(values.get(f.name), source[f.name])
+                elif f.name in source:
                     values[f.name] = _coerce(f.name, str(f.type), source[f.name])
         cfg = cls(**values)
         cfg.check()

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.errors import BadRequest
+
 OUTPUTS = ("image", "json", "all", "dicom_seg")
 
 
@@ -34,3 +36,27 @@ class InferResult:
 
     file: Path | None
     params: dict[str, Any]
+
+
+def param_flag(params: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A boolean request param: JSON true/false, or "true"/"false"/"1"/"0" as some clients send."""
+    value = params.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "1",
+        "yes",
+        "on",
+        "false",
+        "0",
+        "no",
+        "off",
+        "",
+    ):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    if value is None:
+        return default
+    raise BadRequest(f"param {key!r} must be true or false, got {value!r}")

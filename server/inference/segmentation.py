@@ -15,7 +15,7 @@ from torch import nn
 
 from server.errors import BadRequest
 from server.inference.networks import UNET_CHANNELS, segmentation_network
-from server.inference.request import InferRequest, InferResult
+from server.inference.request import InferRequest, InferResult, param_flag
 from server.inference.task import Data, InferTask, Transform, result_path, tensor_input
 from server.inference.transforms import ChannelArgmaxd, KeepLargestComponentd, intensity_transform
 from server.inference.writer import result_format, write_like
@@ -118,7 +118,7 @@ class SegmentationTask(InferTask):
 
     def post_transforms(self, request: InferRequest) -> Sequence[Transform]:
         transforms: list[Transform] = [ChannelArgmaxd(keys="pred")]
-        if self.config.largest_component or bool(request.params.get("largest_component", False)):
+        if self.config.largest_component or param_flag(request.params, "largest_component"):
             transforms.append(KeepLargestComponentd(keys="pred", labels=sorted(self.label_names().values())))
         return transforms
 
@@ -132,6 +132,7 @@ class SegmentationTask(InferTask):
 
     def check_params(self, params: dict[str, Any], input_ext: str) -> None:
         result_format(params, input_ext)
+        param_flag(params, "largest_component")
         if self._crf_on(params) and not crf_available():
             raise BadRequest("crf refinement is unavailable: MONAI's CRF needs its C++ extension (monai._C)")
 
@@ -140,7 +141,7 @@ class SegmentationTask(InferTask):
         return {**super().describe(), "network": {k: v for k, v in c.items() if v is not None}}
 
     def _crf_on(self, params: dict[str, Any]) -> bool:
-        return self.config.crf or bool(params.get("crf", False))
+        return self.config.crf or param_flag(params, "crf")
 
 
 def _predictor(networks: Sequence[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -34,7 +34,7 @@ from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, sp
 from server.datastore.store import ORIGINAL, Datastore
 from server.datastore.volumes import VolumeHeader, bin_to_nifti, check_volume, read_header
 from server.errors import BadRequest, NotFound, Unavailable, Unprocessable
-from server.inference.request import OUTPUTS, InferRequest, InferResult
+from server.inference.request import OUTPUTS, InferRequest, InferResult, param_flag
 from server.inference.task import InferTask
 from server.inference.weights import CHECKPOINT_ERRORS, NetworkCache, load_networks, read_state_dicts
 from server.registry import ModelRegistry, check_model_name
@@ -202,7 +202,7 @@ class InferenceService:
         label = self._label(source, header, workdir)
         request = InferRequest(model, image, ext, workdir, params, output, label, image_id)
         result = self.submit(task, request, self._device(params))
-        if image_id is not None and result.file is not None and bool(params.get("save_label", False)):
+        if image_id is not None and result.file is not None and param_flag(params, "save_label"):
             self._save_label(image_id, model, result, params)
         return result
 

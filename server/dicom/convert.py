@@ -8,6 +8,7 @@ the affine is flipped in x and y. The array index order is (column, row, slice),
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,30 @@ def write_nifti(volume: Volume, dest: Path) -> None:
     img.set_qform(volume.affine_ras, code=1)
     img.set_sform(volume.affine_ras, code=1)
     nib.save(img, str(dest))
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a conversion reports back (small and picklable: it crosses a process boundary)."""
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, float, float]
+    instances: int
+    warnings: tuple[str, ...]
+
+
+def convert_to_file(paths: Sequence[str], dest: str) -> Converted:
+    """Load a series and write it as NIfTI at ``dest``: the job the converter's child process runs."""
+    volume = load_series([Path(p) for p in paths])
+    write_nifti(volume, Path(dest))
+    return Converted(
+        tuple(int(s) for s in volume.data.shape), volume.spacing, len(volume.sop_uids), tuple(volume.warnings)
+    )
+
+
+def lower_priority() -> None:
+    """Child process initializer: conversions yield the CPU to ingest and requests."""
+    os.nice(10)
 
 
 def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray] | None:

@@ -99,6 +99,8 @@ class DicomService:
     def stop(self) -> None:
         """Stop accepting associations first, then let the workers finish their current item."""
         if not self._started:
+            if self.converter is not None:
+                self.converter.stop()  # its conversion process may run without the thread (tests)
             return
         self._started = False
         if self.scp is not None:

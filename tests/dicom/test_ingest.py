@@ -34,7 +34,9 @@ def app(tmp_path: Path) -> Iterator[Flask]:
     settings = Settings(
         app_dir=SEG_APP, studies=tmp_path / "studies", dicom_port=1, dicom_series_idle_seconds=0.2
     )
-    yield create_app(settings, background=False)  # threads not started: the tests step the workers
+    app = create_app(settings, background=False)  # threads not started: the tests step the workers
+    yield app
+    service(app).stop()
 
 
 def service(app: Flask) -> DicomService:

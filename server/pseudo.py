@@ -99,7 +99,7 @@ class PseudoLabels:
                 select(Score.image_id, Score.value).where(
                     Score.method == method, Score.model_version == model_version
                 )
-            ).tuples()
+            )
             return {image_id: float(value) for image_id, value in rows}
 
     def image_paths(self, ids: list[str]) -> list[str]:
@@ -113,7 +113,7 @@ class PseudoLabels:
                 .join(Image, Image.id == Label.image_id)
                 .where(Label.tag == PSEUDO)
                 .order_by(Label.image_id)
-            ).tuples()
+            )
             return [PseudoLabel(i, dict(info or {}), bool(done)) for i, info, done in rows]
 
     def save(self, image_id: str, tmp: Path, ext: str, provenance: Provenance) -> bool:

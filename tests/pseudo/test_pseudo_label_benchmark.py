@@ -1,0 +1,45 @@
+"""The pseudo-label benchmark end to end at CI size (``--smoke``), in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+ARMS = {"labelled_only", "pseudo_masked", "pseudo_unmasked", "mean_teacher"}
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pseudo_label.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "pseudo_label.json").read_text())
+    assert json.loads(proc.stdout) == report
+    assert (tmp_path / "pseudo_label.png").stat().st_size > 10_000
+    assert {"config", "wall_s", "notes", "summary", "command"} <= set(report)
+    summary = report["summary"]
+    assert set(summary["by_labels"]) == {"4", "8"}
+    assert {"mean", "ci_low", "ci_high", "per_seed"} <= set(summary["all_labelled"])
+    for entry in summary["by_labels"].values():
+        assert set(entry) == ARMS
+        for arm in ARMS - {"labelled_only"}:
+            e = entry[arm]
+            assert len(e["per_seed"]) == report["config"]["seeds"]
+            assert all(0.0 <= d <= 1.0 for d in e["per_seed"])
+            assert {"mean", "ci_low", "ci_high"} <= set(e["gap_closed"])
+            assert e["gap_closed"]["ci_low"] <= e["gap_closed"]["mean"] <= e["gap_closed"]["ci_high"]
+            assert {"mean", "ci_low", "ci_high"} <= set(e["minus_labelled_only"])
+            assert 0.0 <= e["pseudo_quality"]["confident_fraction"] <= 1.0
+    assert {"gap_closed_primary", "no_arm_below_labelled_only_outside_ci", "met"} <= set(summary["goal"])
+    assert "| 4 | pseudo_masked |" in proc.stderr and "all_labelled" in proc.stderr

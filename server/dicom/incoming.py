@@ -185,6 +185,7 @@ class IncomingStore:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._conn: Connection | None = None
+        self.last_receive = 0.0  # time.monotonic() of the last C-STORE stored (not DICOMweb fetches)
         insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
         columns = [
             c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
@@ -209,6 +210,11 @@ class IncomingStore:
             .values(n_instances=DicomSeries.n_instances + 1)
         )
         self._exists = select(DicomInstance.sop_uid).where(DicomInstance.sop_uid == bindparam("uid"))
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held around every DICOM-side database write in this process (see ``put``)."""
+        return self._write_lock
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
@@ -246,6 +252,8 @@ class IncomingStore:
         except SQLAlchemyError as exc:
             self._undo(final, meta.sop_uid)
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot index {meta.sop_uid}: {exc}") from exc
+        if receiving:
+            self.last_receive = time.monotonic()
         return new
 
     def _write(

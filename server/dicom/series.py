@@ -15,7 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from server.database import Database
 from server.datastore.store import Datastore
@@ -59,12 +59,15 @@ class SeriesConverter(Worker):
         retrieve_url: str = "",
         *,
         isolate: bool = True,
+        max_defer_seconds: float = 30.0,
     ) -> None:
         super().__init__(poll_seconds=max(0.05, min(1.0, idle_seconds / 4)))
         self.db, self.incoming, self.datastore = db, incoming, datastore
         self.idle_seconds = idle_seconds
         self.retrieve_url = retrieve_url.rstrip("/")
         self.isolate = isolate
+        self.max_defer_seconds = max_defer_seconds
+        self.busy_window = 1.0
         self._pool: ProcessPoolExecutor | None = None
 
     def on_start(self) -> None:
@@ -79,16 +82,40 @@ class SeriesConverter(Worker):
             log.info("removed %d temporary files left by an earlier run", swept)
 
     def step(self) -> bool:
-        self.close_idle(time.time())
+        now = time.time()
+        self.close_idle(now)
+        if self._defer(now):
+            return False
         uid = self._claim()
         if uid is None:
             return False
         self.convert(uid)
         return True
 
+    def _defer(self, now: float) -> bool:
+        """Ingest first: while C-STOREs keep arriving, a sender is waiting on every one of them, and a
+        conversion (CPU, and disk writes that the per-instance fsyncs then wait behind) slows them
+        down. A pending series waits for a quiet second, but never longer than ``max_defer_seconds``."""
+        if time.monotonic() - self.incoming.last_receive > self.busy_window:
+            return False
+        with self.db.sessions() as s:
+            oldest = s.scalar(
+                select(func.min(DicomSeries.updated_ts)).where(DicomSeries.state == SeriesState.PENDING)
+            )
+        return oldest is not None and now - float(oldest) < self.max_defer_seconds
+
     def close_idle(self, now: float) -> int:
-        """RECEIVING series quiet for the idle timeout become PENDING."""
-        with self.db.session() as s:
+        """RECEIVING series quiet for the idle timeout become PENDING.
+
+        A read first: writes share the ingest writer's lock (``incoming.write_lock``), so that the SCP's
+        index writes never meet SQLite's busy handler, which sleeps for milliseconds."""
+        idle = (DicomSeries.state == SeriesState.RECEIVING) & (
+            DicomSeries.last_instance_ts <= now - self.idle_seconds
+        )
+        with self.db.sessions() as s:
+            if s.scalar(select(DicomSeries.series_uid).where(idle).limit(1)) is None:
+                return 0
+        with self.incoming.write_lock, self.db.session() as s:
             result = s.execute(
                 update(DicomSeries)
                 .where(
@@ -101,15 +128,16 @@ class SeriesConverter(Worker):
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _claim(self) -> str | None:
-        with self.db.session() as s:
+        with self.db.sessions() as s:
             uid = s.scalar(
                 select(DicomSeries.series_uid)
                 .where(DicomSeries.state == SeriesState.PENDING)
                 .order_by(DicomSeries.last_instance_ts)
                 .limit(1)
             )
-            if uid is None:
-                return None
+        if uid is None:
+            return None
+        with self.incoming.write_lock, self.db.session() as s:
             claimed = s.execute(
                 update(DicomSeries)
                 .where(DicomSeries.series_uid == uid, DicomSeries.state == SeriesState.PENDING)
@@ -152,7 +180,8 @@ class SeriesConverter(Worker):
             info["RetrieveURL"] = f"{self.retrieve_url}/studies/{row.study_uid}/series/{uid}"
         try:
             # check=False: the file was just written from the decoded series (no second full read).
-            self.datastore.add_image(uid, tmp, ".nii.gz", info, check=False)
+            with self.incoming.write_lock:
+                self.datastore.add_image(uid, tmp, ".nii.gz", info, check=False)
         except (OSError, LabelloopError) as exc:
             log.warning("series %s: storing the volume failed: %s", uid, exc)
             return self._finish(uid, SeriesState.ERROR, f"storing the volume failed: {exc}")
@@ -188,7 +217,7 @@ class SeriesConverter(Worker):
 
     def _finish(self, uid: str, state: str, error: str | None) -> str:
         """CONVERTING -> ``state``, unless a new instance arrived meanwhile (then it stays RECEIVING)."""
-        with self.db.session() as s:
+        with self.incoming.write_lock, self.db.session() as s:
             values: dict[str, Any] = {"state": state, "error": error, "updated_ts": time.time()}
             if state == SeriesState.ERROR:
                 values["attempts"] = DicomSeries.attempts + 1

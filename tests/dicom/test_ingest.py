@@ -35,6 +35,10 @@ def app(tmp_path: Path) -> Iterator[Flask]:
         app_dir=SEG_APP, studies=tmp_path / "studies", dicom_port=1, dicom_series_idle_seconds=0.2
     )
     app = create_app(settings, background=False)  # threads not started: the tests step the workers
+    converter = service(app).converter
+    assert converter is not None
+    converter.isolate = False  # convert in this process (the server tests cover the child process)
+    converter.max_defer_seconds = 0.0  # no yielding to ingest unless a test asks for it
     yield app
     service(app).stop()
 
@@ -198,3 +202,20 @@ def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Pat
     with app.extensions["db"].sessions() as s:
         job = s.scalars(select(DicomExport)).one()
         assert job.status == SKIPPED and job.status != ExportState.DONE
+
+
+def test_conversion_yields_to_a_running_ingest(app: Flask, tmp_path: Path) -> None:
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None
+    svc.converter.max_defer_seconds = 30.0
+    first = synth.ct_series(tmp_path / "a", 2)
+    put_series(svc.incoming, first.files)
+    time.sleep(0.3)  # the series is idle, but instances of other series keep coming
+    put_series(svc.incoming, synth.ct_series(tmp_path / "b", 1).files)
+    assert svc.converter.step() is False
+    with app.extensions["db"].sessions() as s:
+        row = s.get(DicomSeries, first.series_uid)
+        assert row is not None and row.state == SeriesState.PENDING
+    svc.incoming.last_receive -= 2.0  # a quiet second
+    assert svc.converter.step() is True
+    assert app.extensions["datastore"].image_info(first.series_uid)["shape"] == [128, 128, 2]

@@ -59,7 +59,7 @@ class SeriesConverter(Worker):
         retrieve_url: str = "",
         *,
         isolate: bool = True,
-        max_defer_seconds: float = 30.0,
+        max_defer_seconds: float = 60.0,
     ) -> None:
         super().__init__(poll_seconds=max(0.05, min(1.0, idle_seconds / 4)))
         self.db, self.incoming, self.datastore = db, incoming, datastore

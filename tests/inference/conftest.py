@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.inference.infer_support import LiveServer, ServerFactory
 
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
+
 from tests.inference.infer_support import APPS, CT_AFFINE, LiveServer, ServerFactory, ct_volume
 
 CONF = {"lesion_size": "32"}

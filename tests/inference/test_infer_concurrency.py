@@ -9,6 +9,7 @@ import time
 
 import pytest
 import requests
+
 from tests.inference.infer_support import TEST_APPS, LiveServer, ServerFactory, ct_volume
 
 SLEEP = 2.0

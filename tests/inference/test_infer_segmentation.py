@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import requests
 import torch
-from tests.inference.infer_support import APPS, CT_AFFINE, LiveServer, ServerFactory, ct_volume
 
 from server.datastore.volumes import load_array
+from tests.inference.infer_support import APPS, CT_AFFINE, LiveServer, ServerFactory, ct_volume
 
 CONF = {"roi_size": "32", "labels": "liver,tumour"}
 LATENCY_KEYS = {"pre", "infer", "invert", "post", "write", "total", "transform"}

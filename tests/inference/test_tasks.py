@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from infer_support import APPS, CT_AFFINE, ct_volume
 from monai.inferers import sliding_window_inference
 
 from server.apploader import AppLoadError, load_app
@@ -17,6 +16,7 @@ from server.inference.request import InferRequest
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import channel_argmax, keep_largest_component
 from server.inference.weights import seeded
+from tests.inference.infer_support import APPS, CT_AFFINE, ct_volume
 
 LIGHT = SegmentationConfig(roi_size=(32, 32, 32))
 

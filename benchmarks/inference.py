@@ -96,7 +96,7 @@ def free_port() -> int:
 def start_server(studies: Path, port: int, log: Path, threads: int | None) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "server.cli", "start", "--app", str(APP), "--studies", str(studies)]
     cmd += ["--port", str(port)]
-    env = dict(os.environ)
+    env = {**os.environ, "LABELLOOP_EMBEDDED_WORKER": "0"}  # no idle job consumer beside the server
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log, "wb") as out:

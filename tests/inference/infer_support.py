@@ -71,7 +71,8 @@ class LiveServer:
         cmd += ["--port", str(self.port)]
         for key, value in self.conf.items():
             cmd += ["--conf", key, value]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # No job consumer process: these tests never train, and it costs a Python start per server.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LABELLOOP_EMBEDDED_WORKER": "0", **self.env}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout

@@ -203,6 +203,7 @@ class IncomingStore:
             insert_(DicomInstance)
             .values({c.name: bindparam(c.name) for c in DicomInstance.__table__.columns})
             .on_conflict_do_nothing(index_elements=["sop_uid"])
+            .returning(DicomInstance.sop_uid)  # a row back = inserted (rowcount is -1 with psycopg)
         )
         self._count = (
             update(DicomSeries)
@@ -323,7 +324,7 @@ class IncomingStore:
                 "attempts": 0,
             },
         )
-        result = conn.execute(
+        inserted = conn.execute(
             self._insert_instance,
             {
                 "sop_uid": meta.sop_uid,
@@ -335,7 +336,7 @@ class IncomingStore:
                 "calling_aet": calling_aet,
             },
         )
-        if result.rowcount != 1:
+        if inserted.first() is None:
             return False  # a concurrent copy of the same instance won: counted once
         conn.execute(self._count, {"uid": meta.series_uid})
         return True

@@ -29,10 +29,14 @@ from tests.conftest import SEG_APP
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
+def app(tmp_path: Path, db_url: str) -> Iterator[Flask]:
     (tmp_path / "studies").mkdir()
     settings = Settings(
-        app_dir=SEG_APP, studies=tmp_path / "studies", dicom_port=1, dicom_series_idle_seconds=0.2
+        app_dir=SEG_APP,
+        studies=tmp_path / "studies",
+        db_url=db_url,
+        dicom_port=1,
+        dicom_series_idle_seconds=0.2,
     )
     app = create_app(settings, background=False)  # threads not started: the tests step the workers
     converter = service(app).converter

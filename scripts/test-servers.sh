@@ -24,8 +24,8 @@ if [ -n "$_ll_pgbin" ] && [ -x "$_ll_pgbin/initdb" ] && id postgres >/dev/null 2
   LL_PG_DIR=$(mktemp -d /tmp/labelloop-pg.XXXXXX)
   chown postgres "$LL_PG_DIR"
   LL_PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  if su postgres -c "$_ll_pgbin/initdb -D $LL_PG_DIR/data -A trust -U postgres" >/dev/null \
-     && su postgres -c "$_ll_pgbin/pg_ctl -D $LL_PG_DIR/data -o '-k $LL_PG_DIR -h 127.0.0.1 -p $LL_PG_PORT' -l $LL_PG_DIR/log -w start" >/dev/null; then
+  if su postgres -c "cd / && $_ll_pgbin/initdb -D $LL_PG_DIR/data -A trust -U postgres" >/dev/null \
+     && su postgres -c "cd / && $_ll_pgbin/pg_ctl -D $LL_PG_DIR/data -o '-k $LL_PG_DIR -h 127.0.0.1 -p $LL_PG_PORT' -l $LL_PG_DIR/log -w start" >/dev/null; then
     export LABELLOOP_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$LL_PG_PORT/postgres"
     export LL_PG_DIR _ll_pgbin
     echo "PostgreSQL on 127.0.0.1:$LL_PG_PORT"

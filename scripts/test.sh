@@ -14,4 +14,4 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy server strategies
 echo "== pytest"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

@@ -32,14 +32,17 @@ def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     assert set(summary["by_labels"]) == {"4", "8"}
     assert {"mean", "ci_low", "ci_high", "per_seed"} <= set(summary["all_labelled"])
     for entry in summary["by_labels"].values():
-        assert set(entry) == ARMS
+        assert set(entry) == ARMS | {"gap", "gap_measurable"}
+        assert {"mean", "ci_low", "ci_high"} <= set(entry["gap"])
         for arm in ARMS - {"labelled_only"}:
             e = entry[arm]
             assert len(e["per_seed"]) == report["config"]["seeds"]
             assert all(0.0 <= d <= 1.0 for d in e["per_seed"])
             assert {"mean", "ci_low", "ci_high"} <= set(e["gap_closed"])
-            assert e["gap_closed"]["ci_low"] <= e["gap_closed"]["mean"] <= e["gap_closed"]["ci_high"]
+            assert e["dice_by_test_kind"] and set(e["dice_by_test_kind"]) <= {"easy", "hard", "rare", "trap"}
             assert {"mean", "ci_low", "ci_high"} <= set(e["minus_labelled_only"])
             assert 0.0 <= e["pseudo_quality"]["confident_fraction"] <= 1.0
-    assert {"gap_closed_primary", "no_arm_below_labelled_only_outside_ci", "met"} <= set(summary["goal"])
+    goal = summary["goal"]
+    assert {"gap_measurable", "gap_closed_primary", "no_arm_below_labelled_only_outside_ci"} <= set(goal)
+    assert goal["met"] is (all(goal["gap_measurable"].values()) and not goal["why_not"])
     assert "| 4 | pseudo_masked |" in proc.stderr and "all_labelled" in proc.stderr

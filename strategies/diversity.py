@@ -137,4 +137,4 @@ class Hybrid(Strategy):
             chosen = [candidates[i] for i in k_center_greedy(rows, k, first=0)]
         else:
             chosen = candidates[:k]
-        return as_selections(fill_unscored(pool, chosen, k))
+        return as_selections(fill_unscored(pool, chosen, k), self.method)

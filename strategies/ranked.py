@@ -20,8 +20,9 @@ def fill_unscored(pool: CandidatePool, chosen: list[Candidate], k: int) -> list[
     return chosen + extra[: k - len(chosen)]
 
 
-def as_selections(candidates: list[Candidate]) -> list[Selection]:
-    return [Selection(c.image_id, {"score": c.score}) for c in candidates]
+def as_selections(candidates: list[Candidate], method: str) -> list[Selection]:
+    """Reply fields: ``score`` and, as MONAI Label names its score keys, ``<method>`` (None if unscored)."""
+    return [Selection(c.image_id, {"score": c.score, method: c.score}) for c in candidates]
 
 
 class TopScored(Strategy):
@@ -36,4 +37,4 @@ class TopScored(Strategy):
             raise ValueError("a score-based strategy needs a scoring method name")
 
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
-        return as_selections(fill_unscored(pool, pool.top_scored(self.method, k), k))
+        return as_selections(fill_unscored(pool, pool.top_scored(self.method, k), k), self.method)

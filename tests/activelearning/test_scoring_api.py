@@ -47,6 +47,7 @@ def test_scoring_is_versioned_and_feeds_the_entropy_strategy(tmp_path: Path) -> 
         pick = requests.post(f"{u}/activelearning/entropy", json={"client_id": "a"}).json()
         assert pick["id"] == best[0]
         assert abs(pick["score"] - best[3]) < 1e-9
+        assert pick["entropy"] == pick["score"]  # the score under its method's name, as MONAI Label does
 
         # A new model version makes every score stale.
         task = load_app(APP, {"scoring": "true"}).models["segmentation"].task

@@ -154,10 +154,10 @@ def run_train(env: JobEnv) -> None:
         "epochs": result.epochs_run,
     }
     env.update(model_version=version, result=outcome)
+    print(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})", flush=True)
     if pool and cfg.semi_supervised.pseudo_labels:
         outcome["pseudo_labels"] = write_pseudo_labels(env, model, version, cfg, pool)
         env.update(result=outcome)
-    print(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})", flush=True)
 
 
 def train_rank(settings: Settings, db: Database, job_id: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -140,3 +142,38 @@ def test_config_merges_app_defaults_with_the_request() -> None:
     for bad in ({"method": "nosuch"}, {"threshold": 2}, {"nosuch": 1}, {"ema": "x"}, "maybe"):
         with pytest.raises(BadTrainParams):
             TrainConfig.build(app, {"semi_supervised": bad})
+
+
+def test_classification_trainer_trains_on_unlabelled_studies(tmp_path: Path) -> None:
+    from monai.networks.nets import DenseNet121
+
+    from server.training.base import TrainContext
+    from server.training.classification import ClassificationTrainer
+    from tests.conftest import write_label, write_volume
+
+    items = [
+        {
+            "image": str(write_volume(tmp_path / f"i{i}.nii.gz", seed=i, size=32)),
+            "label": str(write_label(tmp_path / f"l{i}.nii.gz", shape=(32, 32, 32), seed=i)),
+        }
+        for i in range(2)
+    ]
+    unlabelled = [str(write_volume(tmp_path / f"u{i}.nii.gz", seed=10 + i, size=32)) for i in range(3)]
+    trainer = ClassificationTrainer(
+        spatial_size=(32, 32, 32),
+        intensity_range=(-500.0, 500.0),
+        network_factory=lambda: DenseNet121(spatial_dims=3, in_channels=1, out_channels=2, init_features=8),
+        max_epochs=1,
+        val_split=0.5,
+        train_batch_size=2,
+        cache_bytes=64 * 2**20,
+        semi_supervised={"enabled": True, "method": "pseudo_label", "threshold": 0.0},
+    )
+    epochs: list[dict[str, Any]] = []
+    ctx = TrainContext(items, tmp_path / "out", unlabelled=unlabelled, on_epoch=epochs.append)
+    result = trainer.run(ctx)
+    assert result.metrics["unlabelled_studies"] == 3 and result.best_checkpoint is not None
+    semi = epochs[-1]["semi_supervised"]
+    assert (
+        semi["unlabelled_studies"] == 3 and semi["confident_fraction"] == 1.0 and semi["unlabelled_loss"] > 0
+    )

@@ -236,7 +236,7 @@ class Datastore:
             completed = (
                 s.scalar(select(func.count()).select_from(Image).where(Image.completed.is_(True))) or 0
             )
-            tags = dict(s.execute(select(Label.tag, func.count()).group_by(Label.tag)).tuples().all())
+            tags = {tag: n for tag, n in s.execute(select(Label.tag, func.count()).group_by(Label.tag))}
         return {"total": total, "completed": completed, "label_tags": tags}
 
     def listing_all(self) -> dict[str, Any]:

@@ -119,14 +119,16 @@ class DicomService:
 
     def status(self) -> dict[str, Any]:
         with self._db().sessions() as s:
-            series = dict(
-                s.execute(select(DicomSeries.state, func.count()).group_by(DicomSeries.state)).tuples().all()
-            )
-            exports = dict(
-                s.execute(select(DicomExport.status, func.count()).group_by(DicomExport.status))
-                .tuples()
-                .all()
-            )
+            series = {
+                state: n
+                for state, n in s.execute(select(DicomSeries.state, func.count()).group_by(DicomSeries.state))
+            }
+            exports = {
+                status: n
+                for status, n in s.execute(
+                    select(DicomExport.status, func.count()).group_by(DicomExport.status)
+                )
+            }
             instances = s.scalar(select(func.coalesce(func.sum(DicomSeries.n_instances), 0)))
         out: dict[str, Any] = {
             "series": series,

@@ -397,7 +397,7 @@ def run_scoring(env: JobEnv) -> None:
             (image_id, method)
             for image_id, method in s.execute(
                 select(Score.image_id, Score.method).where(Score.model_version == tag)
-            ).tuples()
+            )
         }
     scored = skipped = 0
     for i, image_id in enumerate(ids, 1):

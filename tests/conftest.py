@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +127,38 @@ def db_url() -> str:
     return ""
 
 
+PG_ENV = "LABELLOOP_TEST_POSTGRES_URL"  # e.g. postgresql+psycopg://postgres@127.0.0.1:5433/postgres
+DB_PARAMS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+NO_WORKER = {"LABELLOOP_EMBEDDED_WORKER": "0"}  # servers whose tests run no jobs skip the consumer
+
+
+def fresh_database(kind: str, prefix: str = "ll_") -> Iterator[str]:
+    """``""`` (SQLite in the data dir) or the URL of a new PostgreSQL database, dropped afterwards.
+
+    PostgreSQL runs when LABELLOOP_TEST_POSTGRES_URL is set (scripts/test-servers.sh starts one and
+    sets it); otherwise that case skips with the reason.
+    """
+    if kind == "sqlite":
+        yield ""
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} not set (scripts/test-servers.sh starts PostgreSQL and sets it)")
+    import psycopg
+
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def server(studies: Path, db_url: str) -> Iterator[Server]:
     args = ["--db", db_url] if db_url else []
-    srv = Server(studies, free_port(), args=args).start()
+    srv = Server(studies, free_port(), args=args, env=dict(NO_WORKER)).start()
     try:
         yield srv
     finally:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import requests
 
 from server.dicom.devtools import dcmtk_tool
-from tests.conftest import REPO, SEG_APP, free_port
+from tests.conftest import DB_PARAMS, REPO, SEG_APP, free_port, fresh_database
 
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 IDLE_SECONDS = "0.7"  # a series is complete once no instance arrived for this long
@@ -62,27 +61,10 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-PG_ENV = "LABELLOOP_TEST_POSTGRES_URL"  # set by scripts/test-servers.sh when PostgreSQL runs
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DB_PARAMS)
 def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """ "" (SQLite in the data dir) or a fresh PostgreSQL database, as the spine's datastore tests do."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} not set (scripts/test-servers.sh starts PostgreSQL and sets it)")
-    import psycopg
-
-    name = "ll_dicom_" + uuid.uuid4().hex[:12]
-    admin = base.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """SQLite, or a fresh PostgreSQL database, as the spine's datastore tests do."""
+    yield from fresh_database(request.param, "ll_dicom_")
 
 
 @dataclass

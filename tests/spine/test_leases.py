@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import Server, free_port, write_label, write_volume
+from tests.conftest import NO_WORKER, Server, free_port, write_label, write_volume
 
 
 def next_id(url: str, client: str | None, strategy: str = "random") -> str | None:
@@ -21,7 +21,7 @@ def test_concurrent_annotators_never_get_the_same_study(tmp_path: Path, db_url: 
     studies = tmp_path / "many"
     for i in range(40):
         write_volume(studies / f"s{i:03d}.nii.gz", seed=i, size=8)
-    srv = Server(studies, free_port(), args=["--db", db_url] if db_url else []).start()
+    srv = Server(studies, free_port(), args=["--db", db_url] if db_url else [], env=dict(NO_WORKER)).start()
     try:
         rounds, clients = 5, 8
         got: dict[str, list[str | None]] = {f"c{c}": [] for c in range(clients)}
@@ -50,7 +50,7 @@ def test_lease_blocks_others_until_final_label_or_expiry(tmp_path: Path, db_url:
     for i in range(2):
         write_volume(studies / f"t{i}.nii.gz", seed=i, size=8)
     args = ["--lease-seconds", "2"] + (["--db", db_url] if db_url else [])
-    srv = Server(studies, free_port(), args=args).start()
+    srv = Server(studies, free_port(), args=args, env=dict(NO_WORKER)).start()
     try:
         a = next_id(srv.url, "alice", "first")
         assert a == "t0"

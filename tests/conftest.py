@@ -67,7 +67,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 90.0) -> Server:
         cmd = [
             sys.executable,
             "-m",

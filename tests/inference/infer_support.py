@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import NO_WORKER, REPO, Server, free_port
+
 APPS = REPO / "apps"
 TEST_APPS = Path(__file__).resolve().parent / "apps"
 # Non-identity voxel-to-world matrix: flipped x/y, anisotropic, offset (what a real CT header has).
 CT_AFFINE = np.array([[-1.5, 0, 0, 10.0], [0, -1.5, 0, 20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ct_volume(path: Path, seed: int = 0, shape: tuple[int, int, int] = (32, 32, 32)) -> Path:
@@ -42,61 +30,16 @@ def ct_volume(path: Path, seed: int = 0, shape: tuple[int, int, int] = (32, 32, 
     return path
 
 
-class LiveServer:
-    """``python -m server.cli start`` on a free loopback port; ``url`` has no trailing slash."""
+class LiveServer(Server):
+    """A real server for ``app`` with ``--conf`` settings and no job consumer (these tests never train)."""
 
     def __init__(
         self, app: Path, studies: Path, conf: dict[str, str] | None = None, env: dict[str, str] | None = None
-    ):
-        self.app, self.studies, self.conf, self.env = app, studies, conf or {}, env or {}
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = studies.parent / f"server-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 90.0) -> LiveServer:
-        cmd = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "start",
-            "--app",
-            str(self.app),
-            "--studies",
-            str(self.studies),
-        ]
-        cmd += ["--port", str(self.port)]
-        for key, value in self.conf.items():
-            cmd += ["--conf", key, value]
-        # No job consumer process: these tests never train, and it costs a Python start per server.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LABELLOOP_EMBEDDED_WORKER": "0", **self.env}
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()}")
-            try:
-                if requests.get(self.url + "/info/", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    ) -> None:
+        args = ["--app", str(app)]
+        for key, value in (conf or {}).items():
+            args += ["--conf", key, value]
+        super().__init__(studies, free_port(), args=args, env={**NO_WORKER, **(env or {})})
 
 
 ServerFactory = Callable[..., LiveServer]

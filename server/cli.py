@@ -160,7 +160,7 @@ def _start(args: argparse.Namespace) -> int:
         f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
         f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave serve() so atexit stops the services
+    signal.signal(signal.SIGTERM, _leave_on_sigterm)
     serve(
         app,
         host=settings.host,
@@ -197,6 +197,12 @@ def _worker(args: argparse.Namespace) -> int:
     settings.validate()
     settings.data.mkdir(parents=True, exist_ok=True)
     return run_worker(settings, parent_pid=args.parent_pid, workers=args.workers)
+
+
+def _leave_on_sigterm(*_: object) -> None:
+    """Leave ``serve()`` so atexit stops the services; a second SIGTERM during that shutdown is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(0)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -49,10 +49,11 @@ from scipy import ndimage, stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_pool import KINDS, Study, make_pools
 
-from strategies.base import Candidate, SelectionContext, Strategy
+from strategies.base import SelectionContext, Strategy
 from strategies.diversity import Hybrid, forward_with_features
 from strategies.entropy import Entropy, entropy_scores
 from strategies.epistemic import Epistemic, epistemic_scores, mc_dropout_probabilities
+from strategies.memory_pool import MemoryPool
 from strategies.random import Random
 from strategies.scoring import evaluating, to_probabilities
 from strategies.stratified import StratifiedRandom, size_strata
@@ -208,29 +209,6 @@ def evaluate(net: UNet, images: torch.Tensor, labels: torch.Tensor) -> np.ndarra
 
 
 # ---------------------------------------------------------------- scoring and selection
-
-
-class MemoryPool:
-    """``CandidatePool`` over the unlabelled ids of one round, with that round's scores."""
-
-    def __init__(self, ids: list[str], scores: dict[str, dict[str, float]], rng: random.Random) -> None:
-        self.ids, self.scores, self.rng = ids, scores, rng
-
-    def count(self) -> int:
-        return len(self.ids)
-
-    def least_recently_served(self, k: int) -> list[Candidate]:
-        ids = list(self.ids)
-        self.rng.shuffle(ids)
-        return [Candidate(i) for i in ids[:k]]
-
-    def by_id(self, k: int, descending: bool = False) -> list[Candidate]:
-        return [Candidate(i) for i in sorted(self.ids, reverse=descending)[:k]]
-
-    def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
-        values = self.scores.get(method, {})
-        ranked = sorted((i for i in self.ids if i in values), key=lambda i: (-values[i], i))
-        return [Candidate(i, score=values[i]) for i in ranked[:k]]
 
 
 def score_round(

@@ -1,6 +1,8 @@
 """Received instances: written atomically to ``<data>/dicom/incoming/<study>/<series>/<sop>.dcm``,
 then indexed. A row exists only for a file that is already safe on disk (fsynced and renamed), and a
-failure leaves neither a file nor a row behind.
+failure to write leaves neither a file nor a row behind. The SCP acknowledges an instance once its
+file is safe and leaves the row to a group commit (``batch_index``); a file whose row a crash lost is
+indexed by ``recover`` at the next start.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
@@ -28,6 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.database import Database
 from server.dicom.models import DicomInstance, DicomSeries, SeriesState
 from server.dicom.scan import scan
+
+if TYPE_CHECKING:
+    from server.dicom.batch_index import IndexBatcher
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,19 @@ class IngestError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What indexing a safe file needs: its header fields, where it is and when it came."""
+
+    meta: InstanceMeta
+    relative: str
+    size: int
+    source: str
+    calling_aet: str | None
+    receiving: bool
+    ts: float
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,8 @@ class IncomingStore:
         self._write_lock = threading.Lock()
         self._conn: Connection | None = None
         self.last_receive = 0.0  # time.monotonic() of the last C-STORE stored (not DICOMweb fetches)
+        self.batcher: IndexBatcher | None = None  # set by the service that runs one (the SCP's)
+        self._known_folders: set[Path] = set()  # series folders already made (skips a stat each)
         insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
         columns = [
             c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
@@ -203,12 +224,12 @@ class IncomingStore:
             insert_(DicomInstance)
             .values({c.name: bindparam(c.name) for c in DicomInstance.__table__.columns})
             .on_conflict_do_nothing(index_elements=["sop_uid"])
-            .returning(DicomInstance.sop_uid)  # a row back = inserted (rowcount is -1 with psycopg)
+            .returning(DicomInstance.sop_uid, DicomInstance.series_uid)  # a row back = inserted
         )
         self._count = (
             update(DicomSeries)
             .where(DicomSeries.series_uid == bindparam("uid"))
-            .values(n_instances=DicomSeries.n_instances + 1)
+            .values(n_instances=DicomSeries.n_instances + bindparam("n"))
         )
         self._exists = select(DicomInstance.sop_uid).where(DicomInstance.sop_uid == bindparam("uid"))
 
@@ -228,55 +249,67 @@ class IncomingStore:
         source: str = "scp",
         calling_aet: str | None = None,
         receiving: bool = True,
+        batched: bool = False,
     ) -> bool:
         """Store one instance; False when it was already there (a duplicate changes nothing).
 
         ``receiving``: a C-STORE (the series goes back to RECEIVING and waits for its idle timeout);
         the DICOMweb fetcher passes False and marks the whole series itself.
+
+        ``batched`` (the SCP): return once the file is safe and leave its row to the group-commit
+        writer (``IndexBatcher``), which commits every waiting row in one transaction. The return value
+        is then True for any instance not already on disk. A crash between the two leaves a safe file
+        without a row, which ``recover`` indexes at the next start. Without it, or while no batcher
+        runs, the row commits before this returns and a database failure undoes the file.
         """
         relative = f"incoming/{meta.study_uid}/{meta.series_uid}/{meta.sop_uid}.dcm"
         final = self.root / relative
+        row = self._row(meta, relative, len(raw), source, calling_aet, receiving)
         # A file is renamed into place before its row commits, so no file means no row: only a file
-        # that exists (a duplicate, or one a crash left without a row) costs a query.
-        if final.exists() and self._indexed(meta.sop_uid):
-            return False
+        # that exists (a duplicate, a row still queued, or a crash's leftover) costs more.
+        if final.exists():
+            if batched and self.batcher is not None and self.batcher.running:
+                self.batcher.submit(row)  # idempotent: a row already there stays as it is
+                return False
+            if self._indexed(meta.sop_uid):
+                return False
         try:
-            _write_atomic(final, raw)
+            _write_atomic(final, raw, self._known_folders)
         except OSError as exc:
             self._undo(final, meta.sop_uid)
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot write {relative}: {exc}") from exc
+        if receiving:
+            self.last_receive = time.monotonic()
+        if batched and self.batcher is not None and self.batcher.running:
+            self.batcher.submit(row)
+            return True
         try:
             # One writer at a time: concurrent associations would otherwise meet SQLite's lock and its
             # busy handler, which sleeps in milliseconds; a Python lock hands over in microseconds.
             with self._write_lock:
-                new = self._write(meta, relative, len(raw), source, calling_aet, receiving)
+                new = self.index_rows([row]) == 1
         except SQLAlchemyError as exc:
             self._undo(final, meta.sop_uid)
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot index {meta.sop_uid}: {exc}") from exc
-        if receiving:
-            self.last_receive = time.monotonic()
         return new
 
-    def _write(
-        self,
-        meta: InstanceMeta,
-        relative: str,
-        size: int,
-        source: str,
-        calling_aet: str | None,
-        receiving: bool,
-    ) -> bool:
-        """One transaction on the writer's own connection (kept open: a pool checkout, and the rollback
-        the pool issues on every return, cost as much as the inserts). Under ``_write_lock``."""
+    def index_rows(self, rows: list[IndexRow]) -> int:
+        """Index rows of safe files in one transaction on the writer's own connection; how many were new.
+
+        The connection is kept open: a pool checkout, and the rollback the pool issues on every return,
+        cost as much as the inserts. Call under ``write_lock``. A failure rolls everything back.
+        """
+        if not rows:
+            return 0
         if self._conn is None:
             self._conn = self.db.engine.connect()
         conn = self._conn
         try:
             with conn.begin():
-                return self._index(conn, meta, relative, size, source, calling_aet, receiving)
+                return self._index(conn, rows)
         except SQLAlchemyError:
             self._conn = None
-            conn.close()  # a broken connection is not reused: the next instance opens a fresh one
+            conn.close()  # a broken connection is not reused: the next batch opens a fresh one
             raise
 
     def close(self) -> None:
@@ -292,54 +325,64 @@ class IncomingStore:
         except SQLAlchemyError as exc:
             raise IngestError(Status.OUT_OF_RESOURCES, f"database unavailable: {exc}") from exc
 
-    def _index(
-        self,
-        conn: Connection,
-        meta: InstanceMeta,
-        relative: str,
-        size: int,
-        source: str,
-        calling_aet: str | None,
-        receiving: bool,
-    ) -> bool:
-        now = time.time()
-        conn.execute(
-            self._upsert_receiving if receiving else self._upsert_fetching,
-            {
-                "series_uid": meta.series_uid,
-                "study_uid": meta.study_uid,
-                "patient_id": meta.patient_id,
-                "modality": meta.modality,
-                "study_date": meta.study_date,
-                "study_time": meta.study_time,
-                "description": meta.description,
-                "source": source,
-                "state": SeriesState.RECEIVING if receiving else SeriesState.FETCHING,
-                "n_instances": 0,
-                "remote_instances": 0,
-                "last_instance_ts": now,
-                "created_ts": now,
-                "updated_ts": now,
-                "priority": 0,
-                "attempts": 0,
-            },
-        )
+    @staticmethod
+    def _row(
+        meta: InstanceMeta, relative: str, size: int, source: str, calling_aet: str | None, receiving: bool
+    ) -> IndexRow:
+        return IndexRow(meta, relative, size, source, calling_aet, receiving, time.time())
+
+    def _index(self, conn: Connection, rows: list[IndexRow]) -> int:
+        """Series upserts (one per series, with its latest time), the instance inserts (a duplicate is
+        skipped), then each series' count raised by the instances that were new. Executemany each."""
+        latest: dict[str, IndexRow] = {}
+        for row in rows:
+            latest[row.meta.series_uid] = row
+        for receiving in (True, False):
+            params = [self._series_params(r) for r in latest.values() if r.receiving is receiving]
+            if params:
+                conn.execute(self._upsert_receiving if receiving else self._upsert_fetching, params)
+        unique = list({row.meta.sop_uid: row for row in rows}.values())
         inserted = conn.execute(
             self._insert_instance,
-            {
-                "sop_uid": meta.sop_uid,
-                "series_uid": meta.series_uid,
-                "sop_class_uid": meta.sop_class_uid,
-                "file": relative,
-                "size": size,
-                "received_ts": now,
-                "calling_aet": calling_aet,
-            },
-        )
-        if inserted.first() is None:
-            return False  # a concurrent copy of the same instance won: counted once
-        conn.execute(self._count, {"uid": meta.series_uid})
-        return True
+            [
+                {
+                    "sop_uid": r.meta.sop_uid,
+                    "series_uid": r.meta.series_uid,
+                    "sop_class_uid": r.meta.sop_class_uid,
+                    "file": r.relative,
+                    "size": r.size,
+                    "received_ts": r.ts,
+                    "calling_aet": r.calling_aet,
+                }
+                for r in unique
+            ],
+        ).all()
+        counts = Counter(series_uid for _sop, series_uid in inserted)
+        if counts:
+            conn.execute(self._count, [{"uid": uid, "n": n} for uid, n in counts.items()])
+        return len(inserted)
+
+    @staticmethod
+    def _series_params(row: IndexRow) -> dict[str, Any]:
+        meta = row.meta
+        return {
+            "series_uid": meta.series_uid,
+            "study_uid": meta.study_uid,
+            "patient_id": meta.patient_id,
+            "modality": meta.modality,
+            "study_date": meta.study_date,
+            "study_time": meta.study_time,
+            "description": meta.description,
+            "source": row.source,
+            "state": SeriesState.RECEIVING if row.receiving else SeriesState.FETCHING,
+            "n_instances": 0,
+            "remote_instances": 0,
+            "last_instance_ts": row.ts,
+            "created_ts": row.ts,
+            "updated_ts": row.ts,
+            "priority": 0,
+            "attempts": 0,
+        }
 
     def _undo(self, final: Path, sop_uid: str) -> None:
         """Remove a file whose row did not commit, unless a concurrent duplicate indexed it."""
@@ -353,18 +396,40 @@ class IncomingStore:
         except OSError as exc:  # e.g. the folder could not be made in the first place
             log.debug("nothing to remove at %s: %s", final, exc)
 
-    def sweep_temporaries(self) -> int:
-        """Remove ``.tmp-*`` files a crash left behind (files without rows are never acknowledged)."""
-        removed = 0
+    def recover(self, batch: int = 500) -> tuple[int, int]:
+        """At start: remove ``.tmp-*`` files a crash left behind (never acknowledged), and index the safe
+        files that have no row (acknowledged while their row waited in the group commit). Returns
+        ``(temporaries removed, files indexed)``. A file that no longer decodes is left and logged."""
+        removed, found = 0, []
         for folder, _dirs, names in os.walk(self.incoming):
             for name in names:
                 if name.startswith(".tmp-"):
                     Path(folder, name).unlink(missing_ok=True)
                     removed += 1
-        return removed
+                elif name.endswith(".dcm"):
+                    found.append(Path(folder, name).relative_to(self.root).as_posix())
+        if not found:
+            return removed, 0
+        with self.db.engine.connect() as conn:
+            known = set(conn.execute(select(DicomInstance.file)).scalars())
+        orphans = [rel for rel in found if rel not in known]
+        indexed = 0
+        for start in range(0, len(orphans), batch):
+            rows = []
+            for rel in orphans[start : start + batch]:
+                raw = (self.root / rel).read_bytes()
+                try:
+                    meta = read_meta(raw)
+                except IngestError as exc:
+                    log.warning("cannot index %s left by an earlier run: %s", rel, exc.detail)
+                    continue
+                rows.append(self._row(meta, rel, len(raw), "scp", None, True))
+            with self._write_lock:
+                indexed += self.index_rows(rows)
+        return removed, indexed
 
 
-def _write_atomic(final: Path, data: bytes) -> None:
+def _write_atomic(final: Path, data: bytes, known_folders: set[Path] | None = None) -> None:
     """Temporary file in the same folder, fsync, rename: the final name only ever holds a whole file.
 
     The folder is fsynced when this call creates it (once per series), not after every rename: that
@@ -373,11 +438,23 @@ def _write_atomic(final: Path, data: bytes) -> None:
     losing the last moments to a power cut). This matches the datastore's own file writes.
     """
     folder = final.parent
-    if not folder.is_dir():
-        _make_dirs(folder)
+    if known_folders is None or folder not in known_folders:
+        if not folder.is_dir():
+            _make_dirs(folder)
+        if known_folders is not None:
+            if len(known_folders) >= 10_000:
+                known_folders.clear()  # a bound on memory; a forgotten folder costs one stat again
+            known_folders.add(folder)
     tmp = folder / f".tmp-{uuid.uuid4().hex}.dcm"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:  # the folder went away since it was remembered: make it again
+            if known_folders is None:
+                raise
+            known_folders.discard(folder)
+            _make_dirs(folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
             while view:

@@ -77,9 +77,9 @@ class SeriesConverter(Worker):
                 .where(DicomSeries.state == SeriesState.CONVERTING)
                 .values(state=SeriesState.PENDING)
             )
-        swept = self.incoming.sweep_temporaries()
-        if swept:
-            log.info("removed %d temporary files left by an earlier run", swept)
+        swept, indexed = self.incoming.recover()
+        if swept or indexed:
+            log.info("earlier run: removed %d temporary files, indexed %d received files", swept, indexed)
 
     def step(self) -> bool:
         now = time.time()

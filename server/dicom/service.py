@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from server.appspec import AppSpec
 from server.database import Database
 from server.datastore.store import Datastore
+from server.dicom.batch_index import IndexBatcher
 from server.dicom.dicomweb import DicomWebSource, Prefetcher
 from server.dicom.export import Node, SegExporter
 from server.dicom.incoming import IncomingStore, is_uid
@@ -54,6 +55,7 @@ class DicomService:
             db, self.incoming, datastore, settings.dicom_series_idle_seconds, settings.dicomweb_url
         )
         if settings.dicom_port > 0:
+            self.incoming.batcher = IndexBatcher(self.incoming)
             self.scp = StorageSCP(
                 self.incoming, aet=aet, host=settings.host, port=settings.dicom_port, allow=allow
             )
@@ -93,6 +95,8 @@ class DicomService:
         if self.prefetcher is not None:
             self.prefetcher.start()
         if self.scp is not None:
+            if self.incoming is not None and self.incoming.batcher is not None:
+                self.incoming.batcher.start()
             self.scp.start()
         self._started = True
 
@@ -105,6 +109,8 @@ class DicomService:
         self._started = False
         if self.scp is not None:
             self.scp.stop()
+        if self.incoming is not None and self.incoming.batcher is not None:
+            self.incoming.batcher.stop()  # after the SCP: every acknowledged instance gets its row
         for worker in (self.prefetcher, self.converter, self.exporter):
             if worker is not None:
                 worker.stop()
@@ -138,12 +144,15 @@ class DicomService:
             "dicomweb": None,
         }
         if self.scp is not None:
+            batcher = self.incoming.batcher if self.incoming is not None else None
             out["listener"] = {
                 "aet": self.scp.aet,
                 "host": self.scp.host,
                 "port": self.scp.port,
                 "running": self.scp.running,
                 "allowlist": bool(self.scp.allow),
+                # received and safe on disk, row not committed yet (normally 0; grows if the db is down)
+                "index_backlog": batcher.backlog if batcher is not None else 0,
             }
         if self.source is not None and self.prefetcher is not None:
             out["dicomweb"] = {

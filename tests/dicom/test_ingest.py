@@ -223,3 +223,68 @@ def test_conversion_yields_to_a_running_ingest(app: Flask, tmp_path: Path) -> No
     svc.incoming.last_receive -= 2.0  # a quiet second
     assert svc.converter.step() is True
     assert app.extensions["datastore"].image_info(first.series_uid)["shape"] == [128, 128, 2]
+
+
+def test_batched_rows_commit_together_and_a_database_failure_is_retried(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SCP's path: the file is safe when ``put`` returns, the row follows in a group commit."""
+    store = service(app).incoming
+    assert store is not None and store.batcher is not None
+    batcher = store.batcher
+    batcher.poll_seconds = 0.05  # retry quickly
+    series = synth.ct_series(tmp_path / "ct", 6)
+    real_index = store._index
+    transactions: list[int] = []
+    broken = [True]
+
+    def index(conn: object, rows: list[object]) -> int:
+        if broken[0]:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        transactions.append(len(rows))
+        return real_index(conn, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_index", index)
+    batcher.start()
+    try:
+        for path in series.files + series.files[:2]:  # two duplicates among them
+            raw = path.read_bytes()
+            store.put(raw, InstanceMeta.from_dataset(decode(raw)), batched=True)
+        assert len(list(store.incoming.rglob("*.dcm"))) == 6  # every file safe before any row
+        assert batcher.flush(0.5) is False and batcher.failures >= 1 and instance_rows(app) == 0
+        broken[0] = False  # the database is back: nothing received was lost
+        assert batcher.flush(10)
+    finally:
+        batcher.stop()
+    assert instance_rows(app) == 6 and batcher.backlog == 0
+    assert sum(transactions) == 8 and len(transactions) < 8  # several rows per transaction
+    with app.extensions["db"].sessions() as s:
+        row = s.get(DicomSeries, series.series_uid)
+        assert row is not None and row.n_instances == 6 and row.state == SeriesState.RECEIVING
+
+
+def test_recover_indexes_safe_files_without_rows_and_removes_temporaries(app: Flask, tmp_path: Path) -> None:
+    """A crash after the C-STORE response but before the group commit: the file is there, its row is
+    not. The next start indexes it once (and counts it once); an unfinished temporary goes."""
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None
+    store = svc.incoming
+    series = synth.ct_series(tmp_path / "ct", 4)
+    put_series(store, series.files[:1])  # indexed normally
+    folder = store.incoming / series.study_uid / series.series_uid
+    for path in series.files[1:]:  # acknowledged, row lost
+        meta = InstanceMeta.from_dataset(decode(path.read_bytes()))
+        (folder / f"{meta.sop_uid}.dcm").write_bytes(path.read_bytes())
+    (folder / ".tmp-deadbeef.dcm").write_bytes(b"half a file")
+    (folder / "garbage.dcm").write_bytes(b"not dicom")  # left, logged, never indexed
+    assert instance_rows(app) == 1
+    assert store.recover() == (1, 3)
+    assert store.recover() == (0, 0)  # idempotent
+    assert instance_rows(app) == 4 and not list(folder.glob(".tmp-*"))
+    with app.extensions["db"].sessions() as s:
+        row = s.get(DicomSeries, series.series_uid)
+        assert row is not None and row.n_instances == 4
+    time.sleep(0.3)
+    svc.converter.close_idle(time.time())
+    assert svc.converter.run_until_idle() == 1
+    assert app.extensions["datastore"].image_info(series.series_uid)["shape"] == [128, 128, 4]

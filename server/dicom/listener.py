@@ -26,6 +26,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from server.dicom.filemeta import encoded_file
 from server.dicom.incoming import IncomingStore, IngestError, Status, read_meta
 from server.dicom.worker import Worker
 from server.errors import ConfigError
@@ -230,15 +231,18 @@ class StorageSCP:
 
     def _on_store(self, event: Event) -> int | Dataset:
         self._busy(event.assoc)
-        raw = event.encoded_dataset()
+        request = cast(C_STORE, event.request)
+        sop_uid, sop_class_uid = str(request.AffectedSOPInstanceUID), str(request.AffectedSOPClassUID)
+        raw = encoded_file(event, sop_class_uid, sop_uid)
         try:
             meta = read_meta(raw)
-            request = cast(C_STORE, event.request)
-            if meta.sop_uid != str(request.AffectedSOPInstanceUID):
+            if meta.sop_uid != sop_uid:
                 raise IngestError(Status.MISSING_UIDS, "SOPInstanceUID differs from the request's")
-            if meta.sop_class_uid != str(request.AffectedSOPClassUID):
+            if meta.sop_class_uid != sop_class_uid:
                 raise IngestError(Status.SOP_CLASS_MISMATCH, "SOPClassUID differs from the request's")
-            self.incoming.put(raw, meta, calling_aet=str(event.assoc.requestor.ae_title).strip())
+            self.incoming.put(
+                raw, meta, calling_aet=str(event.assoc.requestor.ae_title).strip(), batched=True
+            )
         except IngestError as exc:
             log.warning("C-STORE refused (0x%04X): %s", exc.status, exc.detail)
             return _failure(exc)

@@ -20,11 +20,16 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+EMBEDDED_NICE = 10
 MAX_POLL_SECONDS = 0.5  # how long a queued job may wait for an idle consumer to notice it
 
 
 def run_worker(settings: Settings, *, parent_pid: int | None = None, workers: int = 0) -> int:
     embedded = parent_pid is not None
+    if embedded:
+        # Jobs (training, scoring) run below the server: annotators' requests and DICOM ingest come
+        # first, and a job still takes every core nobody else wants. A remote worker keeps its priority.
+        os.nice(EMBEDDED_NICE)
     name = worker_name("embedded" if embedded else "worker")
     db = Database(settings.db_url)
     if not embedded:

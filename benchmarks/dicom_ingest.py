@@ -197,6 +197,17 @@ class Labelloop(Target):
         with open(self.work / "server.log", "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.wait_echo(120)
+        # Ready means the REST API answers too (the server has finished starting), as a PACS would
+        # find it; the receiver's first second is otherwise shared with the start-up's last work.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/info/", timeout=10):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def status(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/dicom/", timeout=10) as r:

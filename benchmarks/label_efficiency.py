@@ -17,6 +17,9 @@ picks were traps (and easy, hard, rare). Also the homogeneous control and a non-
 (mean filter + the threshold that is best on the labelled pool). Prints JSON to stdout and a table to
 stderr; writes ``benchmarks/results/label_efficiency_<variant>.json`` and ``.png``.
 
+The pool and budget were calibrated strategy-blind with ``benchmarks/pool_headroom.py`` (random
+labels and the full pool only); run it first to check the pool leaves headroom.
+
     .venv/bin/python benchmarks/label_efficiency.py --variant 2d --workers 2
     .venv/bin/python benchmarks/label_efficiency.py --smoke --out /tmp/le      # CI-sized, < 3 min
 """
@@ -92,7 +95,7 @@ class Config:
     start: int = 4
     step: int = 4
     max_labels: int = 40
-    iters: int = 200
+    iters: int = 600  # calibrated with pool_headroom.py (random + full pool only)
     batch: int = 8
     crop: int = 48
     lr: float = 6e-3

@@ -4,7 +4,10 @@ A heterogeneous pool mixes four kinds of study:
 
 - ``easy`` (60 %): jittered copies (shift, intensity scale, light noise) of a few base images with
   large, bright objects: near-duplicates, one label teaches the rest;
-- ``hard`` (25 %): many small objects at low contrast, blur, a bias field and Gaussian noise;
+- ``hard`` (25 %): many small objects at low contrast (``HARD_CONTRAST`` 0.2-0.3), blur, a mild
+  bias field (``HARD_BIAS`` coefficient 0.04-0.08: a multiplicative field of about 0.8-2.2; the
+  former 0.2-0.4 gave fields up to 55x that hid the objects from any model) and Gaussian noise
+  (``HARD_NOISE`` sigma 0.2-0.3);
 - ``rare`` (10 %): another appearance: inverted contrast (dark objects on a bright background) or an
   intensity offset, and other object counts (one or two large objects, or many small ones);
 - ``trap`` (5 %): objects under noise so strong (sigma 3 against contrast 0.3) that no model learns
@@ -13,6 +16,9 @@ A heterogeneous pool mixes four kinds of study:
 The test set is drawn i.i.d. from the same mixture (the same easy bases). The homogeneous control
 pool draws every study from one moderate distribution, with no duplicates and no rare kind; there no
 strategy should beat random.
+
+The hard-kind parameters (and ``Config.iters`` in ``label_efficiency.py``) were calibrated with
+``benchmarks/pool_headroom.py`` on random labels and the full pool only, never a strategy.
 
 Objects come from ``monai.data.create_test_image_2d/3d`` (a binary mask); intensities, noise, blur
 and bias field are applied here with numpy and MONAI intensity transforms, all from one seed.
@@ -29,6 +35,9 @@ from monai.transforms import GaussianSmooth, RandBiasField
 KINDS = ("easy", "hard", "rare", "trap")
 MIXTURE = {"easy": 0.60, "hard": 0.25, "rare": 0.10, "trap": 0.05}
 BACKGROUND = 0.5
+HARD_CONTRAST = (0.2, 0.3)
+HARD_NOISE = (0.2, 0.3)
+HARD_BIAS = (0.04, 0.08)
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,10 @@ class PoolGenerator:
     def hard(self) -> Study:
         rs, g = self.rs, self.g
         mask = objects(g, int(rs.randint(6, 11)), g.small, rs)
-        image = BACKGROUND + rs.uniform(0.3, 0.45) * mask.astype(np.float64)
+        image = BACKGROUND + rs.uniform(HARD_CONTRAST[0], HARD_CONTRAST[1]) * mask.astype(np.float64)
         image = _blur(image, rs.uniform(0.5, 1.0))
-        image = _bias(image, rs.uniform(0.2, 0.4), rs)
-        return _study(image + _noise(mask.shape, rs.uniform(0.2, 0.3), rs), mask, "hard")
+        image = _bias(image, rs.uniform(*HARD_BIAS), rs)
+        return _study(image + _noise(mask.shape, rs.uniform(*HARD_NOISE), rs), mask, "hard")
 
     def rare(self) -> Study:
         rs, g = self.rs, self.g

@@ -445,6 +445,7 @@ def main() -> int:
     rows = summarise(runs)
     report = {
         "benchmark": "dicom_ingest",
+        "command": " ".join([".venv/bin/python", "benchmarks/dicom_ingest.py", *sys.argv[1:]]),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

@@ -205,6 +205,10 @@ def train_rank(settings: Settings, db: Database, job_id: str) -> None:
                     }
                 )
             )
+        # Every rank reaches here before any tears the group down: a rank that leaves while another
+        # still talks to it (rank 0 writing the result, the last all-reduce) aborts that one (SIGABRT
+        # seen with Gloo). After an error there is no barrier: the others would wait for ever.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

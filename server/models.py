@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+import numpy as np
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -86,6 +88,34 @@ class Score(Base):
     ts: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_scores_rank", "method", "model_version", "value"),)
+
+
+class Embedding(Base):
+    """A per-image feature vector (e.g. the bottleneck's pooled features) under one model version.
+
+    ``vector`` holds ``dim`` little-endian float32 values. A scoring job replaces an image's vectors of
+    the same model's older versions, so the table holds about one row per image and model.
+    """
+
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    ts: Mapped[float] = mapped_column(Float)
+
+    # ``ts``: "the latest model version" is the newest row, found without a scan.
+    __table_args__ = (Index("ix_embeddings_ts", "ts"),)
+
+
+def pack_vector(values: Sequence[float]) -> bytes:
+    """An embedding as stored: little-endian float32 bytes."""
+    return np.asarray(values, dtype="<f4").tobytes()
+
+
+def unpack_vector(blob: bytes) -> list[float]:
+    return [float(x) for x in np.frombuffer(blob, dtype="<f4")]
 
 
 class Session(Base):

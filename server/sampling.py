@@ -1,16 +1,17 @@
 """Next-sample: run a strategy over the unlabelled, unleased pool and lease what it picks.
 
 Every pool query is backed by an index (``ix_images_next_random``, ``ix_images_next_id``,
-``ix_scores_rank``); leased rows are filtered on the way, and there are only as many of those as
-annotators. A pick is claimed with a compare-and-set ``UPDATE`` so two annotators asking at once
-never receive the same study, on SQLite and PostgreSQL alike.
+``ix_scores_rank``; lookups by id use the primary keys of ``scores`` and ``embeddings``); leased rows
+are filtered on the way, and there are only as many of those as annotators. A pick is claimed with a
+compare-and-set ``UPDATE`` so two annotators asking at once never receive the same study, on SQLite
+and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -21,11 +22,12 @@ from sqlalchemy.orm import Session
 from server.database import Database
 from server.datastore.store import Datastore
 from server.errors import BadRequest, NotFound
-from server.models import Assignment, Image, Score
+from server.models import Assignment, Embedding, Image, Score, unpack_vector
 from strategies.base import Candidate, Selection, SelectionContext, Strategy
 
 CLAIM_ATTEMPTS = 8
 MAX_BATCH = 100
+ID_CHUNK = 500  # ids per ``IN (...)`` lookup: well under SQLite's bound-parameter limit
 
 
 class SqlCandidatePool:
@@ -73,11 +75,14 @@ class SqlCandidatePool:
         )
         return [Candidate(i, ts) for i, ts in rows]
 
+    def _score_version(self, method: str) -> str | None:
+        return self.s.scalar(
+            select(Score.model_version).where(Score.method == method).order_by(Score.ts.desc()).limit(1)
+        )
+
     def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
         if model_version is None:
-            model_version = self.s.scalar(
-                select(Score.model_version).where(Score.method == method).order_by(Score.ts.desc()).limit(1)
-            )
+            model_version = self._score_version(method)
             if model_version is None:
                 return []
         rows = self.s.execute(
@@ -88,6 +93,49 @@ class SqlCandidatePool:
             .limit(k)
         )
         return [Candidate(i, ts, v) for i, ts, v in rows]
+
+    def score_values(
+        self, method: str, ids: Sequence[str], model_version: str | None = None
+    ) -> dict[str, float]:
+        version = model_version if model_version is not None else self._score_version(method)
+        out: dict[str, float] = {}
+        if version is None:
+            return out
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), ID_CHUNK):
+            rows = self.s.execute(
+                select(Score.image_id, Score.value)
+                .join(Image, Image.id == Score.image_id)
+                .where(
+                    Score.image_id.in_(unique[start : start + ID_CHUNK]),
+                    Score.method == method,
+                    Score.model_version == version,
+                    self._open(),
+                )
+            )
+            out.update((i, float(v)) for i, v in rows)
+        return out
+
+    def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
+        version = model_version
+        if version is None:
+            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        out: dict[str, list[float]] = {}
+        if version is None:
+            return out
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), ID_CHUNK):
+            rows = self.s.execute(
+                select(Embedding.image_id, Embedding.vector)
+                .join(Image, Image.id == Embedding.image_id)
+                .where(
+                    Embedding.image_id.in_(unique[start : start + ID_CHUNK]),
+                    Embedding.model_version == version,
+                    self._open(),
+                )
+            )
+            out.update((i, unpack_vector(blob)) for i, blob in rows)
+        return out
 
 
 class Sampler:

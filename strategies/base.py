@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,19 @@ class CandidatePool(Protocol):
 
     def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
         """The highest scores of ``method`` under ``model_version`` (the current one when None)."""
+        ...
+
+    def score_values(
+        self, method: str, ids: Sequence[str], model_version: str | None = None
+    ) -> dict[str, float]:
+        """Stored ``method`` values of those ``ids`` that are open candidates and have one (the latest
+        model version of ``method`` when None). Extra values of a scoring method are named
+        ``<method>.<key>``, e.g. ``entropy.foreground_fraction``."""
+        ...
+
+    def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
+        """Stored embedding vectors of those ``ids`` that are open candidates and have one (the latest
+        model version when None)."""
         ...
 
 

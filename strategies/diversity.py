@@ -7,12 +7,19 @@
   them, starting from the highest-scored one.
 - :func:`pooled_features`: embeddings as the global average of a chosen module's output (an encoder
   stage or the bottleneck), captured with a forward hook.
+- :class:`Bottleneck`: the same without naming the module: the coarsest feature map of any network
+  (what the ``entropy`` scoring method stores as each study's embedding).
+
+In the server, ``hybrid`` reads the embeddings the scoring job stored (``pool.embeddings``) unless the
+request brings its own in ``params["embeddings"]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -105,21 +112,107 @@ def pooled_features(network: torch.nn.Module, module: torch.nn.Module, image: to
     return forward_with_features(network, module, image)[1]
 
 
-class Hybrid(Strategy):
-    """Top ``candidate_factor * k`` by a stored score, then k-center on ``params["embeddings"]``.
+class FeatureCapture:
+    """Inside ``with``: forward hooks keep the global average of each hooked module's output.
 
-    ``params["embeddings"]`` maps image id to a vector (as the scoring job or client provides them);
-    without a vector for every candidate the strategy falls back to the plain top ``k``.
+    Only tensor outputs shaped like feature maps of the input (``ndim`` dimensions: batch, channels,
+    space) count; a module whose output shape changes between calls (one module used twice) is dropped.
+    Every call adds rows (one per batch item), so sliding windows each contribute one.
+    """
+
+    def __init__(self, modules: Iterable[torch.nn.Module], ndim: int) -> None:
+        self.modules, self.ndim = list(modules), ndim
+        self.shapes: dict[torch.nn.Module, tuple[int, int]] = {}  # (voxels per channel, channels)
+        self.pooled: dict[torch.nn.Module, list[torch.Tensor]] = {}
+        self.mixed: set[torch.nn.Module] = set()
+        self._handles: list[Any] = []
+
+    def _hook(self, module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.ndim != self.ndim or module in self.mixed:
+            return
+        shape = (int(output[0, 0].numel()), int(output.shape[1]))
+        if self.shapes.setdefault(module, shape) != shape:
+            self.mixed.add(module)
+            return
+        self.pooled.setdefault(module, []).append(output.detach().flatten(2).mean(dim=2).float().cpu())
+
+    def __enter__(self) -> FeatureCapture:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def coarsest(self) -> torch.nn.Module | None:
+        """The module with the fewest voxels per channel, then the most channels (the last to finish
+        among equals); None unless it is coarser than the finest map seen (no down-sampling)."""
+        usable = [(m, shape) for m, shape in self.shapes.items() if m not in self.mixed]
+        if not usable:
+            return None
+        finest = max(voxels for _, (voxels, _) in usable)
+        ranked = [((-voxels, channels, n), m) for n, (m, (voxels, channels)) in enumerate(usable)]
+        (neg_voxels, _, _), best = max(ranked, key=lambda item: item[0])
+        return best if -neg_voxels < finest else None
+
+    def vector(self, module: torch.nn.Module) -> list[float] | None:
+        """``module``'s pooled output averaged over every call and batch item, or None if it never ran."""
+        rows = self.pooled.get(module)
+        if not rows or module in self.mixed:
+            return None
+        return [float(x) for x in torch.cat(rows).mean(dim=0)]
+
+
+class Bottleneck:
+    """Embeddings from a network's bottleneck, found without naming it: the coarsest feature map.
+
+    For MONAI's ``UNet`` that is the innermost skip connection's output (the deepest block's features
+    next to the last encoder stage's). The first forward pass of a network hooks every module to find
+    it; later ones hook only that module (remembered per network object).
+    """
+
+    def __init__(self) -> None:
+        self._found: WeakKeyDictionary[torch.nn.Module, torch.nn.Module | None] = WeakKeyDictionary()
+
+    def capture(self, network: torch.nn.Module, image: torch.Tensor) -> FeatureCapture:
+        """Hooks for ``network``'s passes on ``image`` (batch first); use as ``with ... as capture``."""
+        if network in self._found:
+            module = self._found[network]
+            return FeatureCapture([] if module is None else [module], image.ndim)
+        return FeatureCapture(network.modules(), image.ndim)
+
+    def vector(self, network: torch.nn.Module, capture: FeatureCapture) -> list[float] | None:
+        """The embedding from a finished ``capture``; None when the network has no coarser feature map."""
+        if network not in self._found:
+            self._found[network] = capture.coarsest()
+        module = self._found[network]
+        return None if module is None else capture.vector(module)
+
+
+class Hybrid(Strategy):
+    """Top ``candidate_factor * k`` by a stored score, then k-center on their embeddings.
+
+    The embeddings are ``params["embeddings"]`` (image id -> vector) when the request brings them, else
+    the ones the scoring job stored (``pool.embeddings``, the latest model version). Without a vector
+    for every candidate the strategy falls back to the plain top ``k``. Each reply says which it did:
+    ``embeddings`` is ``"params"``, ``"stored"`` or None (top ``k`` by score alone).
     """
 
     name = "hybrid"
-    description = "Most uncertain candidates, then k-center on their embeddings for a diverse batch"
+    description = (
+        "Most uncertain candidates (stored 'entropy' scores), then k-center on their embeddings for a"
+        " diverse batch: the bottleneck features the scoring job stored, or params['embeddings']"
+    )
     method = "entropy"
     candidate_factor = 4
 
     def __init__(self, method: str | None = None, candidate_factor: int | None = None) -> None:
         if method is not None:
             self.method = method
+            self.description = self.description.replace("'entropy'", repr(method))
         if candidate_factor is not None:
             if candidate_factor < 1:
                 raise ValueError("candidate_factor must be at least 1")
@@ -127,14 +220,19 @@ class Hybrid(Strategy):
 
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
         candidates = pool.top_scored(self.method, k * self.candidate_factor)
-        vectors = context.params.get("embeddings")
-        if (
-            len(candidates) > k
-            and isinstance(vectors, Mapping)
-            and all(c.image_id in vectors for c in candidates)
-        ):
+        given = context.params.get("embeddings")
+        source: str | None = "params"
+        vectors: Mapping[str, Any]
+        if isinstance(given, Mapping):
+            vectors = given
+        elif len(candidates) > k:
+            vectors, source = pool.embeddings([c.image_id for c in candidates]), "stored"
+        else:
+            vectors = {}
+        if len(candidates) > k and all(c.image_id in vectors for c in candidates):
             rows = np.asarray([vectors[c.image_id] for c in candidates], dtype=np.float64)
             chosen = [candidates[i] for i in k_center_greedy(rows, k, first=0)]
         else:
-            chosen = candidates[:k]
-        return as_selections(fill_unscored(pool, chosen, k), self.method)
+            chosen, source = candidates[:k], None
+        picks = as_selections(fill_unscored(pool, chosen, k), self.method)
+        return [Selection(p.image_id, {**p.fields, "embeddings": source}) for p in picks]

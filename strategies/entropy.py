@@ -9,6 +9,11 @@ Two values per image:
   default): the background the model is sure about is left out, so small uncertain objects are not
   averaged away by a large empty field. An image with no such voxel scores 0.
 
+A third, ``foreground_fraction`` (the mean predicted foreground probability), is stored as
+``entropy.foreground_fraction``: ``stratified_random`` bins it into strata. The same forward pass
+gives each image's embedding: the network's bottleneck features, globally average-pooled
+(:class:`strategies.diversity.Bottleneck`), which ``hybrid`` spreads its batch over.
+
 Entropy is in nats; divide by ``log(C)`` for [0, 1].
 """
 
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
+from strategies.diversity import Bottleneck
 from strategies.ranked import TopScored
 from strategies.scoring import ScoringMethod, evaluating, first_item, predict_logits, to_probabilities
 
@@ -56,14 +62,27 @@ class EntropyScoring(ScoringMethod):
     description = "Mean voxel entropy of the softmax (one forward pass)"
     key = "entropy"
 
+    embeds = True
+
     def __init__(self, roi_size: Sequence[int] | None = None, threshold: float = 0.05) -> None:
         self.roi_size, self.threshold = roi_size, threshold
+        self.bottleneck = Bottleneck()
+
+    def _values(self, probs: torch.Tensor) -> dict[str, float]:
+        values = entropy_scores(probs, self.threshold)
+        return first_item({self.key: values.pop(self.key), **values})
 
     def score(self, network: torch.nn.Module, image: torch.Tensor) -> dict[str, float]:
         with evaluating(network):
             probs = to_probabilities(predict_logits(network, image, self.roi_size))
-        values = entropy_scores(probs, self.threshold)
-        return first_item({self.key: values.pop(self.key), **values})
+        return self._values(probs)
+
+    def score_and_embed(
+        self, network: torch.nn.Module, image: torch.Tensor
+    ) -> tuple[dict[str, float], list[float] | None]:
+        with evaluating(network), self.bottleneck.capture(network, image) as capture:
+            probs = to_probabilities(predict_logits(network, image, self.roi_size))
+        return self._values(probs), self.bottleneck.vector(network, capture)
 
 
 class ForegroundEntropyScoring(EntropyScoring):

@@ -4,21 +4,23 @@ without a server (unit tests, the label-efficiency benchmark's simulated campaig
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from strategies.base import Candidate
 
 
 class MemoryPool:
-    """Candidates in a list; scores per method in a dict (one model version)."""
+    """Candidates in a list; scores per method and embeddings per id in dicts (one model version)."""
 
     def __init__(
         self,
         ids: list[str],
         scores: Mapping[str, Mapping[str, float]] | None = None,
         rng: random.Random | None = None,
+        embeddings: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self.ids, self.scores = list(ids), dict(scores or {})
+        self.vectors = {i: [float(x) for x in v] for i, v in (embeddings or {}).items()}
         self.rng = rng if rng is not None else random.Random(0)
 
     def count(self) -> int:
@@ -36,3 +38,13 @@ class MemoryPool:
         values = self.scores.get(method, {})
         ranked = sorted((i for i in self.ids if i in values), key=lambda i: (-values[i], i))
         return [Candidate(i, score=values[i]) for i in ranked[:k]]
+
+    def score_values(
+        self, method: str, ids: Sequence[str], model_version: str | None = None
+    ) -> dict[str, float]:
+        values, open_ids = self.scores.get(method, {}), set(self.ids)
+        return {i: float(values[i]) for i in ids if i in values and i in open_ids}
+
+    def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
+        open_ids = set(self.ids)
+        return {i: list(self.vectors[i]) for i in ids if i in self.vectors and i in open_ids}

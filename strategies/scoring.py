@@ -2,7 +2,11 @@
 
 The server's scoring job calls :meth:`ScoringMethod.score` once per unlabelled image with a
 batch-of-one tensor ``(1, C, *spatial)`` and stores the values keyed by model version; the first
-key of the returned dict is the value that selection strategies rank by (``top_scored``).
+key of the returned dict is the value that selection strategies rank by (``top_scored``), stored under
+the method's name; every further key ``k`` is stored as ``<method>.<k>`` (e.g.
+``entropy.foreground_fraction``, which ``stratified_random`` bins). A method that can also describe
+the image as a vector (``embeds``) returns it from :meth:`ScoringMethod.score_and_embed`; the job stores
+it per (image, model version) for ``hybrid``'s k-center step.
 Scoring is separate from selection: the selection strategies never run a network.
 """
 
@@ -24,9 +28,18 @@ class ScoringMethod(ABC):
     name: str = ""
     description: str = ""
 
+    # True when ``score_and_embed`` returns an embedding (the job then also rescores studies without one).
+    embeds: bool = False
+
     @abstractmethod
     def score(self, network: torch.nn.Module, image: torch.Tensor) -> dict[str, float]:
         """``image`` is ``(1, C, *spatial)``; the first key is the value to rank by (higher: ask first)."""
+
+    def score_and_embed(
+        self, network: torch.nn.Module, image: torch.Tensor
+    ) -> tuple[dict[str, float], list[float] | None]:
+        """``score``'s values and, from the same forward passes, an embedding of the image (or None)."""
+        return self.score(network, image), None
 
 
 @contextmanager

@@ -5,14 +5,18 @@ as the predicted foreground size (:func:`size_strata`). Each round visits the st
 order and takes one random study from each, so a batch covers the strata before it repeats one; a
 rare stratum is not outnumbered by a common one. nnActive (2025) found such a random hard to beat.
 
-The server passes the strata as ``params["strata"]`` (image id -> key); without them the strategy is
-plain random over the least recently served candidates.
+Strata come from ``params["strata"]`` (image id -> key) when the request brings them. Otherwise they
+are :func:`size_strata` bins, over the candidates, of a stored per-study value: by default
+``entropy.foreground_fraction``, the predicted foreground fraction the ``entropy`` scoring method
+stores. Candidates without that value form a stratum of their own (``None``); when no candidate has
+one (no scoring run yet) the strategy is plain random over the least recently served candidates.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 from strategies.base import CandidatePool, Selection, SelectionContext, Strategy
 
@@ -52,14 +56,44 @@ def _key(value: object) -> Hashable:
 
 
 class StratifiedRandom(Strategy):
+    """Replies carry ``stratum`` and ``strata`` (``"params"``, the stored method's name, or None)."""
+
     name = "stratified_random"
-    description = "Random within strata (params['strata']: id -> key), round-robin across strata"
+    description = (
+        "Random within strata, round-robin across strata: params['strata'] (id -> key), else 4"
+        " equal-count bins of the stored 'entropy.foreground_fraction' scores (predicted foreground size)"
+    )
     candidate_limit = 1000
+    method = "entropy.foreground_fraction"
+    n_bins = 4
+
+    def __init__(self, method: str | None = None, n_bins: int | None = None) -> None:
+        if n_bins is not None:
+            if n_bins < 1:
+                raise ValueError("n_bins must be at least 1")
+            self.n_bins = n_bins
+        if method is not None:
+            self.method = method
+        if method is not None or n_bins is not None:
+            self.description = (
+                f"Random within strata, round-robin across strata: params['strata'] (id -> key), else"
+                f" {self.n_bins} equal-count bins of the stored {self.method!r} scores"
+            )
 
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
-        strata = context.params.get("strata")
-        if not isinstance(strata, Mapping) or not strata:
-            return [Selection(c.image_id) for c in pool.least_recently_served(k)]
+        given = context.params.get("strata")
         candidates = pool.least_recently_served(max(k, self.candidate_limit))
-        pairs = [(c.image_id, _key(strata.get(c.image_id))) for c in candidates]
-        return [Selection(i, {"stratum": s}) for i, s in stratified_order(pairs, k, context.rng)]
+        ids = [c.image_id for c in candidates]
+        source: str = "params"
+        strata: Mapping[str, Any]
+        if isinstance(given, Mapping) and given:
+            strata = given
+        else:
+            values = pool.score_values(self.method, ids)
+            if not values:
+                return [Selection(i, {"stratum": None, "strata": None}) for i in ids[:k]]
+            strata, source = size_strata(values, self.n_bins), self.method
+        pairs = [(i, _key(strata.get(i))) for i in ids]
+        return [
+            Selection(i, {"stratum": s, "strata": source}) for i, s in stratified_order(pairs, k, context.rng)
+        ]

@@ -13,9 +13,10 @@ Settings (``--conf KEY VALUE``):
 - ``crop_foreground``, ``largest_component``, ``crf``: ``true``/``false`` (default false)
 - ``semi_supervised``: ``true`` to train on the unlabelled studies too (Mean Teacher; default false); a
   training request can switch it per run with ``{"semi_supervised": {"enabled": true, ...}}``
-- ``strategies``: which next-sample strategies to expose (default ``random,first,last,entropy,tta``;
-  ``stratified_random`` and ``hybrid`` take strata / embeddings from the request params). Score-based
-  ones read the scores that ``POST /scoring/`` (or the rescore after each training) stores.
+- ``strategies``: which next-sample strategies to expose (default ``random,first,last,entropy,tta``).
+  Score-based ones read what ``POST /scoring/`` (or the rescore after each training) stores:
+  ``stratified_random`` bins the stored ``entropy.foreground_fraction``, ``hybrid`` spreads its batch
+  over the stored bottleneck embeddings; request params ``strata`` / ``embeddings`` override them.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@
   ``semi_supervised``: the studies without a final label train too, and the new version's predictions on
   them are stored as pseudo-labels (:mod:`server.pseudo`).
 - ``scoring``: the app's scoring methods on the unlabelled studies with the model's current version,
-  stored per (image, method, model version); a no-op, recorded as such, when the app declares none.
+  stored per (image, method, model version): the first value under the method's name, each further one
+  as ``<method>.<key>``; a method's embedding of the study per (image, model version), replacing the
+  same model's older ones. A no-op, recorded as such, when the app declares none.
 - ``batch_infer``: the model's inference task over all, labelled or unlabelled studies, each result
   saved as the study's ``original`` label.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from server.apploader import load_app
 from server.appspec import AppSpec
@@ -32,7 +35,7 @@ from server.datastore.ids import IMAGE_EXTS, split_ext
 from server.datastore.store import Datastore
 from server.jobs.models import Job
 from server.jobs.service import BATCH_IMAGES
-from server.models import Image, Score
+from server.models import Embedding, Image, Score, pack_vector
 from server.pseudo import Provenance, PseudoLabels, inference_predictor
 from server.settings import Settings
 from server.training.base import TrainContext, Trainer, TrainResult
@@ -403,9 +406,14 @@ def run_scoring(env: JobEnv) -> None:
                 select(Score.image_id, Score.method).where(Score.model_version == tag)
             )
         }
-    scored = skipped = 0
+        embedded = set(s.scalars(select(Embedding.image_id).where(Embedding.model_version == tag)))
+    scored = skipped = vectors = 0
     for i, image_id in enumerate(ids, 1):
-        todo = [name for name in methods if (image_id, name) not in current]
+        todo = [
+            name
+            for name, method in methods.items()
+            if (image_id, name) not in current or (method.embeds and image_id not in embedded)
+        ]
         if not todo:
             skipped += 1
             continue
@@ -417,21 +425,50 @@ def run_scoring(env: JobEnv) -> None:
             data = Compose([task.loader(request), *task.pre_transforms(request)])({"image": str(path)})
             image = torch.as_tensor(data["image"])[None].to(device)
             for name in todo:
-                values = methods[name].score(nets[0], image)
-                first = next(iter(values.values()))
+                values, embedding = methods[name].score_and_embed(nets[0], image)
+                now = time.time()
                 with env.db.session() as s:
-                    s.merge(
-                        Score(
-                            image_id=image_id,
-                            method=name,
-                            model_version=tag,
-                            value=float(first),
-                            ts=time.time(),
-                        )
-                    )
+                    for key, value in score_rows(name, values):
+                        s.merge(Score(image_id=image_id, method=key, model_version=tag, value=value, ts=now))
+                    if embedding is not None and image_id not in embedded:
+                        store_embedding(s, image_id, model, tag, embedding, now)
+                        embedded.add(image_id)
+                        vectors += 1
                 scored += 1
         env.update(progress=i / max(1, len(ids)))
-    print(f"scored {scored} (image, method) pairs with {tag}; {skipped} studies already current", flush=True)
+    print(
+        f"scored {scored} (image, method) pairs with {tag} ({vectors} embeddings);"
+        f" {skipped} studies already current",
+        flush=True,
+    )
     env.update(
-        result={"methods": sorted(methods), "model_version": tag, "scored": scored, "skipped": skipped}
+        result={
+            "methods": sorted(methods),
+            "model_version": tag,
+            "scored": scored,
+            "embedded": vectors,
+            "skipped": skipped,
+        }
+    )
+
+
+def score_rows(name: str, values: dict[str, float]) -> list[tuple[str, float]]:
+    """``(method, value)`` rows: the first value under ``name``, each further key ``k`` as ``name.k``."""
+    if not values:
+        raise ValueError(f"scoring method {name!r} returned no values")
+    keys = list(values)
+    return [(name, float(values[keys[0]]))] + [(f"{name}.{k}", float(values[k])) for k in keys[1:]]
+
+
+def store_embedding(s: Session, image_id: str, model: str, tag: str, vector: list[float], now: float) -> None:
+    """One vector per (image, model version); the same model's older versions of it are dropped."""
+    s.execute(
+        delete(Embedding).where(
+            Embedding.image_id == image_id,
+            Embedding.model_version != tag,
+            Embedding.model_version.startswith(f"{model}@", autoescape=True),
+        )
+    )
+    s.merge(
+        Embedding(image_id=image_id, model_version=tag, dim=len(vector), vector=pack_vector(vector), ts=now)
     )

@@ -15,9 +15,15 @@ from tests.conftest import REPO, Server, free_port, write_volume
 APP = REPO / "tests" / "training" / "app"
 
 
-def scores(studies: Path) -> list[tuple[str, str, str, float]]:
+def scores(studies: Path, method: str = "entropy") -> list[tuple[str, str, str, float]]:
     with sqlite3.connect(studies / ".labelloop" / "labelloop.db") as conn:
-        return sorted(conn.execute("SELECT image_id, method, model_version, value FROM scores").fetchall())
+        query = "SELECT image_id, method, model_version, value FROM scores WHERE method = ?"
+        return sorted(conn.execute(query, (method,)).fetchall())
+
+
+def embedding_versions(studies: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(studies / ".labelloop" / "labelloop.db") as conn:
+        return sorted(conn.execute("SELECT image_id, model_version FROM embeddings").fetchall())
 
 
 def test_scoring_is_versioned_and_feeds_the_entropy_strategy(tmp_path: Path) -> None:
@@ -35,6 +41,9 @@ def test_scoring_is_versioned_and_feeds_the_entropy_strategy(tmp_path: Path) -> 
         assert first["status"] == "DONE", first
         v0 = scores(studies)
         assert [(i, m, v) for i, m, v, _ in v0] == [(f"s{i}", "entropy", "segmentation@0") for i in range(3)]
+        extra = scores(studies, "entropy.foreground_fraction")  # the method's further values, kept too
+        assert [(i, v) for i, _, v, _ in extra] == [(f"s{i}", "segmentation@0") for i in range(3)]
+        assert embedding_versions(studies) == [(f"s{i}", "segmentation@0") for i in range(3)]
 
         again = requests.post(
             f"{u}/scoring/entropy", params={"run_sync": "true"}, json={}, timeout=300
@@ -61,5 +70,7 @@ def test_scoring_is_versioned_and_feeds_the_entropy_strategy(tmp_path: Path) -> 
         v1 = [row for row in scores(studies) if row[2] == "segmentation@1"]
         assert len(v1) == 3
         assert [r[3] for r in v1] != [r[3] for r in v0]
+        # an image's embedding is replaced by the new version's
+        assert embedding_versions(studies) == [(f"s{i}", "segmentation@1") for i in range(3)]
     finally:
         srv.stop()

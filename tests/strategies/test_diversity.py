@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
+from monai.networks.layers import SkipConnection
 from monai.networks.nets import UNet
 
 from strategies.diversity import (
+    Bottleneck,
     Hybrid,
     forward_with_features,
     hybrid_select,
     k_center_greedy,
     pooled_features,
 )
+from strategies.memory_pool import MemoryPool
 
 
 def clustered(
@@ -85,3 +90,45 @@ def test_hybrid_strategy_uses_embeddings_when_given(make_pool, context) -> None:
     assert chosen[0] == "s00"
     assert sum(c in {"s00", "s01", "s02", "s03"} for c in chosen) == 1
     assert Hybrid(method="epistemic").select(pool, 2, context())  # unscored: falls back to random
+
+
+def test_hybrid_reads_stored_embeddings_from_the_pool(context) -> None:
+    ids = [f"s{i:02d}" for i in range(12)]
+    scores = {i: 1.0 - n / 100 for n, i in enumerate(ids)}
+    stored = {i: [0.0, 0.0] if n < 4 else [float(n), float(-n)] for n, i in enumerate(ids)}
+    pool = MemoryPool(ids, {"entropy": scores}, random.Random(0), embeddings=stored)
+    picks = Hybrid().select(pool, 3, context())
+    chosen = [p.image_id for p in picks]
+    assert chosen[0] == "s00" and sum(c in {"s00", "s01", "s02", "s03"} for c in chosen) == 1
+    assert {p.fields["embeddings"] for p in picks} == {"stored"}
+    # request params win: here they make every candidate alike, so k-center takes the top ones in order
+    same = {i: [1.0, 1.0] for i in ids}
+    given = Hybrid().select(pool, 3, context({"embeddings": same}))
+    assert {p.fields["embeddings"] for p in given} == {"params"}
+    # a candidate without a stored vector: plain top k, and the reply says so
+    partial = MemoryPool(ids, {"entropy": scores}, random.Random(0), embeddings={"s00": [0.0, 0.0]})
+    plain = Hybrid().select(partial, 3, context())
+    assert [p.image_id for p in plain] == ["s00", "s01", "s02"]
+    assert {p.fields["embeddings"] for p in plain} == {None}
+
+
+def test_bottleneck_is_the_coarsest_feature_map_and_hooks_are_removed() -> None:
+    torch.manual_seed(0)
+    net = UNet(3, 1, 2, (4, 8, 16), (2, 2), num_res_units=0)
+    innermost = [m for m in net.modules() if isinstance(m, SkipConnection)][-1]
+    finder = Bottleneck()
+    image = torch.rand(1, 1, 16, 16, 16)
+    with finder.capture(net, image) as capture:
+        logits = net(image)
+    vector = finder.vector(net, capture)
+    assert capture.coarsest() is innermost  # 4^3 voxels; 8 + 16 channels after the skip concat
+    assert vector is not None and len(vector) == 24
+    assert all(not m._forward_hooks for m in net.modules())
+    with finder.capture(net, image) as again:  # now only the bottleneck is hooked
+        assert again.modules == [innermost]
+        assert torch.equal(net(image), logits)
+    assert finder.vector(net, again) == vector
+    flat = torch.nn.Conv3d(1, 2, 3, padding=1)  # no down-sampling: no bottleneck, no embedding
+    with finder.capture(flat, image) as none:
+        flat(image)
+    assert finder.vector(flat, none) is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import torch
+from monai.networks.nets import UNet
 from torch import nn
 
 from strategies.entropy import Entropy, EntropyScoring, ForegroundEntropyScoring, entropy_scores, mean_entropy
@@ -81,3 +82,17 @@ def test_entropy_strategy_ranks_by_stored_score_and_fills_unscored(make_pool, co
     everything = Entropy().select(pool, 4, context())
     assert [p.image_id for p in everything][:3] == ["b", "c", "a"]
     assert everything[3].image_id == "d"
+
+
+def test_score_and_embed_gives_the_same_values_and_a_bottleneck_vector() -> None:
+    torch.manual_seed(0)
+    net = UNet(3, 1, 2, (4, 8), (2,), num_res_units=0)
+    image = torch.rand(1, 1, 24, 16, 16)
+    method = EntropyScoring(roi_size=(16, 16, 16))  # sliding windows: the vector averages over them
+    values, vector = method.score_and_embed(net, image)
+    assert values == method.score(net, image)
+    assert list(values) == ["entropy", "foreground_entropy", "foreground_fraction"]
+    assert vector is not None and len(vector) == 12 and any(v != 0.0 for v in vector)
+    other, _ = method.score_and_embed(net, torch.rand(1, 1, 24, 16, 16))
+    assert method.score_and_embed(net, image)[1] == vector and other != values
+    assert EntropyScoring().score_and_embed(Scaled(1.0), torch.ones(1, 1, 8, 8))[1] is None

@@ -54,3 +54,26 @@ def test_strategy_reads_strata_from_params_and_falls_back_to_random(make_pool, c
     # studies the server gave no stratum form one stratum of their own
     partial = StratifiedRandom().select(pool, 2, context({"strata": {"r0": "rare"}}))
     assert {p.fields["stratum"] for p in partial} == {"rare", None}
+
+
+def test_strategy_bins_stored_foreground_fractions_when_no_strata_are_given(make_pool, context) -> None:
+    ids = [f"s{i:02d}" for i in range(40)]
+    fractions = {i: n / 100 for n, i in enumerate(ids[:36])}  # s36..s39: never scored
+    pool = make_pool(ids, {"entropy.foreground_fraction": fractions})
+    picks = StratifiedRandom().select(pool, 5, context())
+    # four equal-count bins of the stored values, and the unscored as a stratum of their own
+    assert sorted((p.fields["stratum"] for p in picks), key=repr) == [0, 1, 2, 3, None]
+    assert {p.fields["strata"] for p in picks} == {"entropy.foreground_fraction"}
+    # bins follow the stored values: stratum b holds the b-th quarter of the scored candidates
+    for p in picks:
+        n = int(p.image_id[1:])
+        assert p.fields["stratum"] == (n // 9 if n < 36 else None)
+    # request params win over stored values
+    given = StratifiedRandom().select(pool, 2, context({"strata": {"s00": "x", "s01": "y"}}))
+    assert {p.fields["strata"] for p in given} == {"params"}
+    # another stored value and bin count
+    two = StratifiedRandom(method="size", n_bins=2).select(
+        make_pool(ids, {"size": {i: float(n) for n, i in enumerate(ids)}}), 2, context()
+    )
+    assert {p.fields["stratum"] for p in two} == {0, 1}
+    assert "'size'" in StratifiedRandom(method="size").description

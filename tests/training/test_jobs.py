@@ -178,5 +178,6 @@ def test_retrain_after_three_labels_starts_exactly_one_job_then_rescores(
     assert scoring["status"] == "DONE", scoring
     # The one unlabelled study is scored with the version the campaign's job published.
     with sqlite3.connect(train_studies / ".labelloop" / "labelloop.db") as conn:
-        scores = conn.execute("SELECT image_id, method, model_version FROM scores").fetchall()
-    assert scores == [("study_3", "entropy", "segmentation@1")]
+        scores = conn.execute("SELECT image_id, method, model_version FROM scores ORDER BY method").fetchall()
+    methods = ["entropy", "entropy.foreground_entropy", "entropy.foreground_fraction"]
+    assert scores == [("study_3", m, "segmentation@1") for m in methods]

@@ -5,7 +5,8 @@
 - ``fail``: its ``loss`` hook raises, so its job must end in ERROR with that text.
 
 ``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs)
-and the ``entropy`` strategy that serves by its scores.
+and the strategies that read what it stores: ``entropy`` (its scores), ``stratified_random`` (its
+``entropy.foreground_fraction`` values) and ``hybrid`` (its scores and bottleneck embeddings).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec, default
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
 from server.training.segmentation import SegmentationTrainer
+from strategies.diversity import Hybrid
 from strategies.entropy import Entropy, EntropyScoring
+from strategies.stratified import StratifiedRandom
 
 LABELS = {"sphere": 1}
 WINDOW = (-500.0, 500.0)
@@ -64,7 +67,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
     if conf.get("scoring") == "true":
         method = EntropyScoring(roi_size=config.roi_size)
         scoring["entropy"] = ScoringSpec(name="entropy", description=method.description, method=method)
-        strategies["entropy"] = Entropy()
+        strategies.update({s.name: s for s in (Entropy(), StratifiedRandom(), Hybrid())})
     return AppSpec(
         name="labelloop training test app",
         scoring=scoring,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -101,19 +101,20 @@ class SqlCandidatePool:
         out: dict[str, float] = {}
         if version is None:
             return out
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), ID_CHUNK):
-            rows = self.s.execute(
+        rows = self._for_ids(
+            ids,
+            lambda chunk: (
                 select(Score.image_id, Score.value)
                 .join(Image, Image.id == Score.image_id)
                 .where(
-                    Score.image_id.in_(unique[start : start + ID_CHUNK]),
+                    Score.image_id.in_(chunk),
                     Score.method == method,
                     Score.model_version == version,
                     self._open(),
                 )
-            )
-            out.update((i, float(v)) for i, v in rows)
+            ),
+        )
+        out.update((i, float(v)) for i, v in rows)
         return out
 
     def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
@@ -123,19 +124,22 @@ class SqlCandidatePool:
         out: dict[str, list[float]] = {}
         if version is None:
             return out
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), ID_CHUNK):
-            rows = self.s.execute(
+        rows = self._for_ids(
+            ids,
+            lambda chunk: (
                 select(Embedding.image_id, Embedding.vector)
                 .join(Image, Image.id == Embedding.image_id)
-                .where(
-                    Embedding.image_id.in_(unique[start : start + ID_CHUNK]),
-                    Embedding.model_version == version,
-                    self._open(),
-                )
-            )
-            out.update((i, unpack_vector(blob)) for i, blob in rows)
+                .where(Embedding.image_id.in_(chunk), Embedding.model_version == version, self._open())
+            ),
+        )
+        out.update((i, unpack_vector(blob)) for i, blob in rows)
         return out
+
+    def _for_ids(self, ids: Sequence[str], query: Callable[[list[str]], Executable]) -> Iterator[Any]:
+        """Rows of ``query(chunk)`` for the distinct ``ids``, ``ID_CHUNK`` at a time (parameter limits)."""
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), ID_CHUNK):
+            yield from self.s.execute(query(unique[start : start + ID_CHUNK]))
 
 
 class Sampler:

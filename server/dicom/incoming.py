@@ -265,11 +265,12 @@ class IncomingStore:
         relative = f"incoming/{meta.study_uid}/{meta.series_uid}/{meta.sop_uid}.dcm"
         final = self.root / relative
         row = self._row(meta, relative, len(raw), source, calling_aet, receiving)
+        batcher = self.batcher if batched and self.batcher is not None and self.batcher.running else None
         # A file is renamed into place before its row commits, so no file means no row: only a file
         # that exists (a duplicate, a row still queued, or a crash's leftover) costs more.
         if final.exists():
-            if batched and self.batcher is not None and self.batcher.running:
-                self.batcher.submit(row)  # idempotent: a row already there stays as it is
+            if batcher is not None:
+                batcher.submit(row)  # idempotent: a row already there stays as it is
                 return False
             if self._indexed(meta.sop_uid):
                 return False
@@ -280,8 +281,8 @@ class IncomingStore:
             raise IngestError(Status.OUT_OF_RESOURCES, f"cannot write {relative}: {exc}") from exc
         if receiving:
             self.last_receive = time.monotonic()
-        if batched and self.batcher is not None and self.batcher.running:
-            self.batcher.submit(row)
+        if batcher is not None:
+            batcher.submit(row)
             return True
         try:
             # One writer at a time: concurrent associations would otherwise meet SQLite's lock and its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import logging
 import signal
@@ -161,6 +162,11 @@ def _start(args: argparse.Namespace) -> int:
         f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
     )
     signal.signal(signal.SIGTERM, _leave_on_sigterm)
+    # What start-up built (torch, MONAI, the app) lives as long as the process: move it out of the
+    # collector's view, so that the first full collections do not scan it all again. Measured with
+    # benchmarks/dicom_ingest.py: the first 300 C-STOREs after start took ~20 % longer without it.
+    gc.collect()
+    gc.freeze()
     serve(
         app,
         host=settings.host,

@@ -372,7 +372,8 @@ def conditions(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "load_average_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
         "fsync_ms_39kB": {"min": min(fsyncs), "median": statistics.median(fsyncs), "max": max(fsyncs)},
-        "labelloop_tuning": "pynetdicom maximum_pdu_size=0; a 0.2 ms network poll for a lone association",
+        "labelloop_tuning": "pynetdicom maximum_pdu_size=0; a 0.2 ms network poll for a lone association;"
+        " pynetdicom standard log handlers off (LOG_HANDLER_LEVEL none)",
     }
 
 

@@ -17,8 +17,30 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")  # JPEG family, RLE
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+SHORT_VRS = {
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FD",
+    b"FL",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
+}
 UNDEFINED = 0xFFFFFFFF
-PIXEL_DATA = 0x7FE00010
 CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 
 TEXT_TAGS = {
@@ -35,8 +57,10 @@ TEXT_TAGS = {
     0x00280008: "frames",
 }
 US_TAGS = {0x00280002: "samples", 0x00280010: "rows", 0x00280011: "columns", 0x00280100: "bits"}
+LAST_WANTED_GROUP = max(tag >> 16 for tag in (*TEXT_TAGS, *US_TAGS))
 
 _TAG_VR = struct.Struct("<HH2s")
+_EXPLICIT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, and the 16-bit length of a short VR
 _TAG_LEN = struct.Struct("<HHI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -146,30 +170,31 @@ def _walk(
 ) -> tuple[int, tuple[int, bool] | None]:
     """Walk one dataset. At the top level it stops at Pixel Data and returns (position, (its length,
     encapsulated)); inside an undefined-length item it returns the position past the item delimiter."""
+    # Hot loop (hundreds of elements per instance): locals instead of globals, one unpack per header,
+    # and the tag lookups only where a wanted tag can be (public groups up to 0028).
+    head_explicit, head_implicit, u32 = _EXPLICIT_HEAD.unpack_from, _TAG_LEN.unpack_from, _U32.unpack_from
+    long_vrs, short_vrs = LONG_VRS, SHORT_VRS
     while pos < end:
         if pos + 8 > end:
             raise _Unsure  # a header cut short
         if explicit:
-            group, elem, vr = _TAG_VR.unpack_from(raw, pos)
+            group, elem, vr, length = head_explicit(raw, pos)
+            head = 8
         else:
-            group, elem, length = _TAG_LEN.unpack_from(raw, pos)
+            group, elem, length = head_implicit(raw, pos)
             head, vr = 8, b""
         if group == 0xFFFE:  # only an item delimiter may appear here
             if top or elem != 0xE00D:
                 raise _Unsure
             return pos + 8, None
-        if explicit:
-            if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        if explicit and vr not in short_vrs:
+            if vr not in long_vrs:
+                raise _Unsure  # not a VR this scan knows: pydicom decides
+            if pos + 12 > end:
                 raise _Unsure
-            if vr in LONG_VRS:
-                if pos + 12 > end:
-                    raise _Unsure
-                length, head = _U32.unpack_from(raw, pos + 8)[0], 12
-            else:
-                length, head = _U16.unpack_from(raw, pos + 6)[0], 8
-        tag = group << 16 | elem
+            length, head = u32(raw, pos + 8)[0], 12
         value_at = pos + head
-        if top and tag == PIXEL_DATA:
+        if top and group == 0x7FE0 and elem == 0x0010:  # Pixel Data
             if length == UNDEFINED:
                 return pos, (0, True)
             return pos, (min(length, end - value_at), False)  # short when truncated
@@ -180,7 +205,8 @@ def _walk(
             continue
         if value_at + length > end:
             raise _Unsure  # an element runs past the end: truncated
-        if top:
+        if top and group <= LAST_WANTED_GROUP and not group & 1:
+            tag = group << 16 | elem
             key = TEXT_TAGS.get(tag)
             if key is not None:
                 found[key] = raw[value_at : value_at + length]

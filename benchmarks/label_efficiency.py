@@ -284,10 +284,13 @@ def campaign(
 def run_job(cfg: Config, kind: str, seed: int, cache: Path | None = None) -> dict[str, Any]:
     """All strategies on one seed of one pool kind (``mixture`` or ``control``), plus the full pool.
 
-    With ``cache``, a finished job is saved there and reused by a later run with the same config.
+    With ``cache``, a finished job is saved there and reused by a later run with the same config and
+    the same ``synthetic_pool.py``.
     """
     settings = json.dumps(asdict(replace(cfg, workers=1)), sort_keys=True)
-    key = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    # The pool's code is part of the key: a changed generator must not reuse another pool's results.
+    pool_code = (Path(__file__).resolve().parent / "synthetic_pool.py").read_bytes()
+    key = hashlib.sha256(settings.encode() + pool_code).hexdigest()[:12]
     path = cache / f"{cfg.variant}_{kind}_{seed}_{key}.json" if cache is not None else None
     if path is not None and path.exists():
         return {**json.loads(path.read_text()), "from_cache": True}

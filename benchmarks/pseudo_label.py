@@ -3,10 +3,12 @@
 Each seed draws the label-efficiency benchmark's heterogeneous synthetic pool and i.i.d. test set
 (``benchmarks/synthetic_pool.py``: easy near-duplicates, hard, rare appearance, unlearnable traps) and
 N random studies to label (N = 4 and 8; the 4 are the first of the 8). A small MONAI UNet is trained
-from scratch, with the same seed, the same iterations and 16 crops per step in every arm:
+from scratch, with the same seed, the same iterations and 16 labelled crops per step in every arm:
 
 - ``labelled_only``: 16 crops of the N labelled studies;
-- ``pseudo_masked``: 8 labelled + 8 unlabelled crops; hard pseudo-labels from an EMA teacher,
+- ``pseudo_masked``: the same 16 labelled crops plus 8 unlabelled ones in the same forward pass, as
+  the trainers do (until 2026-11-24 the benchmark split 16 crops 8 + 8, halving the supervision of
+  the semi-supervised arms, unlike the product); hard pseudo-labels from an EMA teacher,
   cross-entropy only where the teacher's top probability reaches ``threshold`` (0.9);
 - ``pseudo_unmasked``: the same with every voxel's pseudo-label (threshold 0);
 - ``mean_teacher``: soft consistency (squared distance of probabilities) to the EMA teacher, masked;
@@ -75,7 +77,8 @@ class Config:
     test_size: int = 60
     labels: tuple[int, ...] = (4, 8)
     iters: int = 400
-    crops: int = 16  # per student step in every arm; the semi-supervised arms split it 8 + 8
+    crops: int = 16  # labelled crops per student step, in every arm
+    unlabelled_crops: int = 8  # added to each step of the semi-supervised arms, as the trainers do
     crop: int = 48
     lr: float = 6e-3
     channels: tuple[int, ...] = (8, 16, 32)
@@ -95,11 +98,21 @@ class Config:
 
 DEFAULTS = {
     "2d": Config("2d"),
-    "3d": Config("3d", seeds=5, pool_size=60, test_size=24, iters=200, crops=4, crop=32),
+    "3d": Config("3d", seeds=5, pool_size=60, test_size=24, iters=200, crops=4, unlabelled_crops=2, crop=32),
 }
 SMOKE = {
     "2d": Config("2d", seeds=2, pool_size=24, test_size=12, iters=20, channels=(4, 8, 16)),
-    "3d": Config("3d", seeds=2, pool_size=12, test_size=6, iters=6, crops=2, crop=32, channels=(4, 8, 16)),
+    "3d": Config(
+        "3d",
+        seeds=2,
+        pool_size=12,
+        test_size=6,
+        iters=6,
+        crops=2,
+        unlabelled_crops=1,
+        crop=32,
+        channels=(4, 8, 16),
+    ),
 }
 
 
@@ -156,13 +169,11 @@ def train(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     gen = torch.Generator().manual_seed(seed)
     semi: SemiSupervision | None = None
-    n_labelled = cfg.crops
     if arm in SEMI_ARMS:
         method, masked = SEMI_ARMS[arm]
-        n_labelled = cfg.crops // 2
         semi = SemiSupervision(
             net,
-            unlabelled_batches(cfg, unlabelled, cfg.crops - n_labelled, seed + 1),
+            unlabelled_batches(cfg, unlabelled, cfg.unlabelled_crops, seed + 1),
             method=method,
             threshold=cfg.threshold if masked else 0.0,
             weight=cfg.weight,
@@ -173,7 +184,7 @@ def train(
         )
     net.train()
     for it in range(cfg.iters):
-        x, y = sample(cfg, images, labels, n_labelled, gen)
+        x, y = sample(cfg, images, labels, cfg.crops, gen)
         assert y is not None
         opt.zero_grad()
         loss = loss_fn(net(x), y) if semi is None else semi.loss(net, loss_fn, x, y, float(it))

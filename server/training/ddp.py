@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 import warnings
+from typing import NoReturn
 
 from server.database import Database
 from server.settings import Settings
@@ -28,9 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     from server.jobs.execute import train_rank
 
     settings = Settings.from_env(conf=dict(args.conf))
-    train_rank(settings, Database(settings.db_url), args.job_id)
+    try:
+        train_rank(settings, Database(settings.db_url), args.job_id)
+    except BaseException:
+        traceback.print_exc()
+        return 1
     return 0
 
 
+def leave(code: int) -> NoReturn:
+    """Exit without interpreter finalisation, once the output is flushed.
+
+    By then the rank has written what it writes and destroyed its process group. Gloo's worker threads
+    can still hold tensors, and destroying them while the interpreter shuts down aborted a rank now and
+    then ("terminate called without an active exception", SIGABRT; pytorch/pytorch#179291 describes it).
+    torchrun then reported the whole run as failed.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

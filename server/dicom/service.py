@@ -123,6 +123,15 @@ class DicomService:
         assert self.db is not None, "DicomService.init_app was not called"
         return self.db
 
+    def _settle(self, timeout: float = 5.0) -> None:
+        """Commit the rows the listener has acknowledged but not indexed yet (group commit lets them
+        wait up to ``linger_seconds``), so a sender that got Success finds its series here at once.
+        A database that is down makes this give up after ``timeout``; the answer is then what is
+        committed."""
+        batcher = self.incoming.batcher if self.incoming is not None else None
+        if batcher is not None and batcher.running and batcher.backlog:
+            batcher.flush(timeout)
+
     def status(self) -> dict[str, Any]:
         with self._db().sessions() as s:
             series = {
@@ -166,6 +175,7 @@ class DicomService:
         self, state: str | None, source: str | None, after: str | None, limit: int
     ) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
+        self._settle()
         with self._db().sessions() as s:
             q = select(DicomSeries).order_by(DicomSeries.series_uid).limit(limit + 1)
             count = select(func.count()).select_from(DicomSeries)
@@ -187,6 +197,7 @@ class DicomService:
 
     def series(self, uid: str) -> dict[str, Any]:
         _check_uid(uid)
+        self._settle()
         with self._db().sessions() as s:
             row = s.get(DicomSeries, uid)
             if row is None:

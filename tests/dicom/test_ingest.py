@@ -263,6 +263,27 @@ def test_batched_rows_commit_together_and_a_database_failure_is_retried(
         assert row is not None and row.n_instances == 6 and row.state == SeriesState.RECEIVING
 
 
+def test_the_api_sees_an_acknowledged_instance_before_its_group_commit(app: Flask, tmp_path: Path) -> None:
+    """A sender that got Success asks ``/dicom/series/<uid>`` at once: the answer waits for the rows
+    the listener has acknowledged, not for the batcher's next turn."""
+    store = service(app).incoming
+    assert store is not None and store.batcher is not None
+    batcher = store.batcher
+    batcher.linger_seconds = 3.0  # a row waits this long for company before its transaction
+    series = synth.ct_series(tmp_path / "ct", 2)
+    batcher.start()
+    try:
+        for path in series.files:
+            raw = path.read_bytes()
+            store.put(raw, InstanceMeta.from_dataset(decode(raw)), batched=True)
+        assert instance_rows(app) == 0 and batcher.backlog == 2  # acknowledged, not committed yet
+        listed = service(app).list_series(None, None, None, 10)
+        assert [item["SeriesInstanceUID"] for item in listed["items"]] == [series.series_uid]
+        assert service(app).series(series.series_uid)["instances"] == 2
+    finally:
+        batcher.stop()
+
+
 def test_recover_indexes_safe_files_without_rows_and_removes_temporaries(app: Flask, tmp_path: Path) -> None:
     """A crash after the C-STORE response but before the group commit: the file is there, its row is
     not. The next start indexes it once (and counts it once); an unfinished temporary goes."""

@@ -12,12 +12,22 @@ from scratch, with the same seed, the same iterations and 16 labelled crops per 
   cross-entropy only where the teacher's top probability reaches ``threshold`` (0.9);
 - ``pseudo_unmasked``: the same with every voxel's pseudo-label (threshold 0);
 - ``mean_teacher``: soft consistency (squared distance of probabilities) to the EMA teacher, masked;
+- ``fixmatch``: ``pseudo_masked`` with the strong student view instead of noise (MONAI intensity
+  transforms and CutMix, ``server.training.perturb``: the trainers' ``perturbation: "strong"``);
+- ``labelled_strong``: the ablation for ``fixmatch``: its 8 extra crops come from the labelled
+  studies, with their true labels, under the same strong view, loss and weight ramp. No unlabelled
+  study is used: what ``fixmatch`` gains over this arm is what the unlabelled studies add, and what
+  this arm gains over ``labelled_only`` is the augmentation's;
 - ``all_labelled``: 16 crops of the whole pool, every label revealed (the ceiling).
 
 The semi-supervised arms are ``server.training.semi.SemiSupervision``, the code the trainers run
 (teacher on the clean crop, student on the crop plus Gaussian noise, one forward with the labelled
 batch, sigmoid ramp-up of the weight, EMA update after each step). The protocol (iterations,
 threshold, EMA, ramp-up, noise) was fixed before any result was seen and is not tuned per arm.
+``fixmatch`` and ``labelled_strong`` were added later (2026-11-24), after the first three arms had
+failed the goal; their strong view was fixed before their first run and is not tuned to it. The arm
+named in advance for the goal stays ``pseudo_masked``; the report gives ``fixmatch`` against the same
+goal as a second, post-hoc reading.
 
 Reported per N and arm: test Dice (mean and 95 % t-interval over seeds, and per kind of test study),
 the paired difference to labelled-only (95 % t-interval), the gap itself (all labelled minus labelled
@@ -57,16 +67,26 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_pool import Study, make_pools
 
-from server.training.semi import SemiSupervision, confidence_mask, teacher_probabilities
+from server.training.perturb import StrongView
+from server.training.semi import (
+    SemiSupervision,
+    confidence_mask,
+    pseudo_label_loss,
+    sigmoid_rampup,
+    teacher_probabilities,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SEMI_ARMS = {
-    # arm: (method, confidence-masked at Config.threshold)
-    "pseudo_masked": ("pseudo_label", True),
-    "pseudo_unmasked": ("pseudo_label", False),
-    "mean_teacher": ("mean_teacher", True),
+    # arm: (method, confidence-masked at Config.threshold, the student's view)
+    "pseudo_masked": ("pseudo_label", True, "noise"),
+    "pseudo_unmasked": ("pseudo_label", False, "noise"),
+    "mean_teacher": ("mean_teacher", True, "noise"),
+    "fixmatch": ("pseudo_label", True, "strong"),
 }
+ABLATIONS = ("labelled_strong",)  # no unlabelled study: fixmatch's recipe on extra labelled crops
 PRIMARY = "pseudo_masked"  # named in advance for the goal
+POST_HOC = "fixmatch"  # added after PRIMARY failed the goal: reported against it, flagged as post hoc
 
 
 @dataclass(frozen=True)
@@ -88,7 +108,7 @@ class Config:
     rampup: float = 0.4  # share of the iterations over which the unlabelled weight ramps up
     noise: float = 0.1
     pool: str = "mixture"  # or "control": the homogeneous control pool of the same benchmark
-    arms: tuple[str, ...] = tuple(SEMI_ARMS)
+    arms: tuple[str, ...] = (*SEMI_ARMS, *ABLATIONS)
     workers: int = 1
 
     @property
@@ -169,8 +189,9 @@ def train(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     gen = torch.Generator().manual_seed(seed)
     semi: SemiSupervision | None = None
+    strong = StrongView(seed + 3) if arm in ABLATIONS else None
     if arm in SEMI_ARMS:
-        method, masked = SEMI_ARMS[arm]
+        method, masked, view = SEMI_ARMS[arm]
         semi = SemiSupervision(
             net,
             unlabelled_batches(cfg, unlabelled, cfg.unlabelled_crops, seed + 1),
@@ -180,6 +201,7 @@ def train(
             rampup=cfg.rampup * cfg.iters,
             ema=cfg.ema,
             noise=cfg.noise,
+            perturbation=view,
             generator=torch.Generator().manual_seed(seed + 2),
         )
     net.train()
@@ -187,7 +209,12 @@ def train(
         x, y = sample(cfg, images, labels, cfg.crops, gen)
         assert y is not None
         opt.zero_grad()
-        loss = loss_fn(net(x), y) if semi is None else semi.loss(net, loss_fn, x, y, float(it))
+        if semi is not None:
+            loss = semi.loss(net, loss_fn, x, y, float(it))
+        elif strong is not None:
+            loss = labelled_strong_loss(cfg, net, loss_fn, strong, images, labels, x, y, it, gen)
+        else:
+            loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
         sched.step()
@@ -199,6 +226,30 @@ def train(
         info = semi.epoch_stats()  # means over the run
         info["teacher"] = semi.teacher
     return net, info
+
+
+def labelled_strong_loss(
+    cfg: Config,
+    net: torch.nn.Module,
+    loss_fn: DiceCELoss,
+    strong: StrongView,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    it: int,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """``fixmatch``'s step with a perfect teacher on labelled crops: the same extra crop count, strong
+    view, unlabelled loss (cross-entropy over every voxel) and weight ramp, the true labels as targets."""
+    x2, y2 = sample(cfg, images, labels, cfg.unlabelled_crops, gen)
+    assert y2 is not None
+    onehot = torch.nn.functional.one_hot(y2[:, 0], 2).movedim(-1, 1).float()
+    view, onehot = strong(x2, onehot)
+    logits = net(torch.cat([x, view]))
+    n = x.shape[0]
+    extra = pseudo_label_loss(logits[n:], onehot, torch.ones_like(onehot[:, 0]), "pseudo_label")
+    return loss_fn(logits[:n], y) + cfg.weight * sigmoid_rampup(float(it), cfg.rampup * cfg.iters) * extra
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -325,19 +376,21 @@ def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
                 "gap_closed_per_seed_t": t_interval(gap_per_seed[np.isfinite(gap_per_seed)])
                 if np.isfinite(gap_per_seed).sum() > 1
                 else None,
-                "pseudo_quality": {
-                    k: float(np.mean([r["pseudo_quality"][k] for r in runs]))
-                    for k in runs[0]["pseudo_quality"]
-                },
-                "train_confident_fraction": float(np.mean([r["semi"]["confident_fraction"] for r in runs])),
                 "dice_by_test_kind": by_kind(runs),
             }
-            goal_rows.append((n, arm, entry[arm]))
+            if arm in SEMI_ARMS:  # a teacher and pseudo-labels (the ablations have neither)
+                qs = [r["pseudo_quality"] for r in runs]
+                entry[arm]["pseudo_quality"] = {k: float(np.mean([q[k] for q in qs])) for k in qs[0]}
+                entry[arm]["train_confident_fraction"] = float(
+                    np.mean([r["semi"]["confident_fraction"] for r in runs])
+                )
+                goal_rows.append((n, arm, entry[arm]))
         out["by_labels"][str(n)] = entry
     never_below = all(e["minus_labelled_only"]["ci_high"] >= 0 for _, _, e in goal_rows)
     closes = {str(n): e["gap_closed"]["mean"] for n, arm, e in goal_rows if arm == PRIMARY}
     # A share of a gap that is not there (ceiling not above the floor) is an artefact of the division.
     half = bool(closes) and all(measurable[n] and v >= 0.5 for n, v in closes.items())
+    post_hoc = {str(n): e for n, arm, e in goal_rows if arm == POST_HOC}
     reasons = [
         f"no gap at N = {n}: the all_labelled - labelled_only interval reaches 0"
         for n, ok in measurable.items()
@@ -354,6 +407,17 @@ def summarise(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
         "met": all(measurable.values()) and half and never_below,
         "why_not": reasons,
     }
+    if post_hoc:  # the same goal read on the arm added after the primary failed it; not the verdict
+        out["goal"]["post_hoc"] = {
+            "arm": POST_HOC,
+            "gap_closed": {n: e["gap_closed"]["mean"] for n, e in post_hoc.items()},
+            "at_least_half_at_every_n": all(
+                measurable[n] and e["gap_closed"]["mean"] >= 0.5 for n, e in post_hoc.items()
+            ),
+            "not_below_labelled_only_outside_ci": all(
+                e["minus_labelled_only"]["ci_high"] >= 0 for e in post_hoc.values()
+            ),
+        }
     return out
 
 
@@ -381,12 +445,14 @@ def table(cfg: Config, summary: dict[str, Any]) -> str:
         lines.append(f"| {n} | labelled_only | {ci(entry['labelled_only'])} | - | - | - | - | - |")
         for arm in cfg.arms:
             e = entry[arm]
-            q = e["pseudo_quality"]
+            q = e.get("pseudo_quality")
+            quality = "-" if q is None else f"{q['accuracy_all']:.3f} ({q['accuracy_confident']:.3f})"
+            confident = "-" if q is None else f"{q['confident_fraction']:.0%}"
             lines.append(
                 f"| {n} | {arm} | {ci(e)} | {ci(e['minus_labelled_only'], signed=True)} | "
                 f"{ci(e['gap_closed'], '{:.0%}') if entry['gap_measurable'] else 'n/a: no gap'} | "
                 f"{ci(e['gap_closed_per_seed_t'], '{:.0%}') if entry['gap_measurable'] else 'n/a'} | "
-                f"{q['accuracy_all']:.3f} ({q['accuracy_confident']:.3f}) | {q['confident_fraction']:.0%} |"
+                f"{quality} | {confident} |"
             )
         lines.append(
             f"| {n} | all_labelled | {ci(summary['all_labelled'])} | {ci(entry['gap'], signed=True)} "
@@ -456,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--iters", type=int)
     parser.add_argument("--pool", choices=("mixture", "control"), default="mixture")
-    parser.add_argument("--arms", nargs="+", choices=tuple(SEMI_ARMS), help="semi-supervised arms to run")
+    parser.add_argument(
+        "--arms", nargs="+", choices=(*SEMI_ARMS, *ABLATIONS), help="semi-supervised arms and ablations"
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for CI (< 2 min on 2 cores)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -499,7 +567,10 @@ def main(argv: list[str] | None = None) -> int:
             "pseudo_masked is the arm named in advance for the goal. The goal also needs a gap: all_labelled"
             " above labelled_only outside its paired interval; without one the share closed is undefined.",
             "Every arm: the same initial weights and crop sampler seed per (seed, N), the same iterations,"
-            " 16 crops per student step (semi arms: 8 labelled + 8 unlabelled); the student is evaluated.",
+            " 16 labelled crops per student step (semi arms and labelled_strong: plus 8 more crops in the"
+            " same forward); the student is evaluated.",
+            "fixmatch and labelled_strong were added after pseudo_masked (named in advance) had failed the"
+            " goal; goal.post_hoc reads the goal on fixmatch and is not the verdict.",
             "pseudo_quality: the final EMA teacher's voxel accuracy on the unlabelled pool, everywhere and"
             " where its top probability reaches the threshold, and that confident share.",
         ],

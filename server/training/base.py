@@ -318,7 +318,8 @@ class Trainer:
             drop_last=len(items) >= cfg.train_batch_size,
         )
         print(
-            f"semi-supervised ({semi.method}, threshold {semi.threshold}, ema {semi.ema}): "
+            f"semi-supervised ({semi.method}, {semi.perturbation} view, threshold {semi.threshold}, "
+            f"ema {semi.ema}): "
             f"{len(items)} unlabelled studies",
             flush=True,
         )
@@ -331,6 +332,7 @@ class Trainer:
             rampup=semi.rampup_epochs,
             ema=semi.ema,
             noise=semi.noise,
+            perturbation=semi.perturbation,
         )
 
     def datasets(

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from server.training.perturb import PERTURBATIONS
 from server.training.semi import METHODS
 
 _TRUE = ("1", "true", "yes", "on")
@@ -29,7 +30,8 @@ class SemiSupervisedConfig:
     weight: float = 1.0  # of the unlabelled loss, after the ramp-up
     rampup_epochs: float = 5.0  # sigmoid ramp-up of the weight
     ema: float = 0.99  # teacher = EMA of the student; 1.0: the version the run started from
-    noise: float = 0.1  # Gaussian noise on the student's view of an unlabelled batch
+    noise: float = 0.1  # Gaussian noise on the student's view of an unlabelled batch ("noise" view)
+    perturbation: str = "noise"  # or "strong": MONAI intensity transforms and CutMix (FixMatch-style)
     max_unlabelled: int = 64  # studies without a final label used per run (and given pseudo-labels)
     uncertainty_method: str = ""  # a scoring method: leave out the most uncertain studies by its scores
     uncertainty_keep: float = 1.0  # ... keeping this least-uncertain fraction
@@ -59,6 +61,8 @@ class SemiSupervisedConfig:
     def check(self) -> None:
         if self.method not in METHODS:
             raise BadTrainParams(f"semi_supervised.method must be one of {', '.join(METHODS)}")
+        if self.perturbation not in PERTURBATIONS:
+            raise BadTrainParams(f"semi_supervised.perturbation must be one of {', '.join(PERTURBATIONS)}")
         if not 0.0 <= self.threshold <= 1.0:
             raise BadTrainParams("semi_supervised.threshold must be in [0, 1]")
         if self.weight < 0 or self.rampup_epochs < 0 or self.noise < 0:

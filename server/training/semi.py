@@ -5,8 +5,10 @@ Pure functions (and one small object that holds a run's teacher), shared by the 
 ``benchmarks/pseudo_label.py``, so the benchmark measures the code that ships.
 
 Two methods, one recipe: a teacher predicts the clean view of an unlabelled batch, the student the same
-batch with Gaussian noise added (one forward pass together with the labelled batch, so DDP and batch
-norm see one step), and the student is pulled towards the teacher where the teacher is confident.
+batch perturbed (one forward pass together with the labelled batch, so DDP and batch norm see one step),
+and the student is pulled towards the teacher where the teacher is confident. The perturbation is
+Gaussian noise (``perturbation="noise"``) or a FixMatch-style strong view (``"strong"``: MONAI intensity
+transforms and CutMix, :mod:`server.training.perturb`).
 
 - ``pseudo_label``: hard pseudo-labels (the teacher's argmax), cross-entropy on confident voxels;
 - ``mean_teacher``: soft consistency, the squared distance between the two probability maps.
@@ -28,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from server.training.perturb import PERTURBATIONS, StrongView
 
 METHODS = ("mean_teacher", "pseudo_label")
 
@@ -153,15 +157,22 @@ class SemiSupervision:
         rampup: float = 5.0,
         ema: float = 0.99,
         noise: float = 0.1,
+        perturbation: str = "noise",
         generator: torch.Generator | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if perturbation not in PERTURBATIONS:
+            raise ValueError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
         self.teacher = make_teacher(student)
         self.batches = batches
         self.method, self.threshold, self.weight = method, threshold, weight
         self.rampup, self.ema, self.noise = rampup, ema, noise
         self.generator = generator
+        self.strong: StrongView | None = None
+        if perturbation == "strong":
+            device = generator.device if generator is not None else None
+            self.strong = StrongView(int(torch.randint(2**31 - 1, (1,), generator=generator, device=device)))
         self.steps = 0
         self.stats: dict[str, float] = {}
         self._confident = torch.zeros(())
@@ -180,7 +191,11 @@ class SemiSupervision:
         unlabelled = next(self.batches)
         probs = teacher_probabilities(self.teacher, unlabelled)
         mask = confidence_mask(probs, self.threshold)
-        logits = model(torch.cat([image, add_noise(unlabelled, self.noise, self.generator)]))
+        if self.strong is not None:
+            view, probs, mask = self.strong(unlabelled, probs, mask)  # targets follow the CutMix
+        else:
+            view = add_noise(unlabelled, self.noise, self.generator)
+        logits = model(torch.cat([image, view]))
         n = image.shape[0]
         supervised = loss_fn(logits[:n], label)
         term = pseudo_label_loss(logits[n:], probs, mask, self.method)

@@ -139,7 +139,19 @@ def test_config_merges_app_defaults_with_the_request() -> None:
     assert as_json.enabled and as_json.ema == 1.0
     assert not TrainConfig.build({}, {}).semi_supervised.enabled
     assert TrainConfig.build({}, {}).as_dict()["semi_supervised"]["threshold"] == 0.9
-    for bad in ({"method": "nosuch"}, {"threshold": 2}, {"nosuch": 1}, {"ema": "x"}, "maybe"):
+    strong = TrainConfig.build(app, {"semi_supervised": {"perturbation": "strong"}}).semi_supervised
+    assert (
+        strong.perturbation == "strong" and TrainConfig.build({}, {}).semi_supervised.perturbation == "noise"
+    )
+    bads = (
+        {"method": "nosuch"},
+        {"threshold": 2},
+        {"nosuch": 1},
+        {"ema": "x"},
+        {"perturbation": "x"},
+        "maybe",
+    )
+    for bad in bads:
         with pytest.raises(BadTrainParams):
             TrainConfig.build(app, {"semi_supervised": bad})
 

@@ -9,7 +9,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from server import __version__, pseudo, registry
-from server.api import activelearning, auth, datastore, infer, info, logs, misc, model, session
+from server.api import activelearning, auth, datastore, infer, info, logs, misc, model, proxy, session
 from server.apploader import load_app
 from server.appspec import AppSpec
 from server.database import Database
@@ -70,7 +70,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     register_error_handlers(app)
     if settings.api_token:
         auth.init_app(app, settings.api_token)
-    for module in (misc, info, datastore, activelearning, session, logs, infer, model):
+    for module in (misc, info, datastore, activelearning, session, logs, infer, model, proxy):
         app.register_blueprint(module.bp)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)
     return app

@@ -37,6 +37,10 @@ class Settings:
     dicomweb_url: str = ""
     dicomweb_prefetch: int = 4
     dicomweb_sync_seconds: float = 300.0
+    # /proxy/dicom/{qido,wado,stow}/...: a path added per operation (MONAI Label's *_PREFIX settings)
+    dicomweb_qido_prefix: str = ""
+    dicomweb_wado_prefix: str = ""
+    dicomweb_stow_prefix: str = ""
     cors_origins: str = "*"
     # When set, every request needs ``Authorization: Bearer <token>`` (see server/api/auth.py).
     api_token: str = ""

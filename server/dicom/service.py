@@ -19,6 +19,7 @@ from server.dicom.export import Node, SegExporter
 from server.dicom.incoming import IncomingStore, is_uid
 from server.dicom.listener import StorageSCP, check_aet, parse_allowlist
 from server.dicom.models import DicomExport, DicomSeries, SeriesState
+from server.dicom.proxy import DicomWebProxy
 from server.dicom.series import SeriesConverter
 from server.errors import BadRequest, NotFound, Unavailable
 from server.settings import Settings
@@ -34,6 +35,7 @@ class DicomService:
         self.scp: StorageSCP | None = None
         self.source: DicomWebSource | None = None
         self.prefetcher: Prefetcher | None = None
+        self.proxy: DicomWebProxy | None = None  # /proxy/dicom/ for viewers
         self.exporter: SegExporter | None = None
         self._started = False
 
@@ -62,6 +64,12 @@ class DicomService:
         if settings.dicomweb_url:
             self.source = DicomWebSource(settings.dicomweb_url, db, self.incoming)
             self.source.probe()
+            prefixes = {
+                "qido": settings.dicomweb_qido_prefix,
+                "wado": settings.dicomweb_wado_prefix,
+                "stow": settings.dicomweb_stow_prefix,
+            }
+            self.proxy = DicomWebProxy(settings.dicomweb_url, prefixes)
             self.prefetcher = Prefetcher(
                 self.source,
                 db,

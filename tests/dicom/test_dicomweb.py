@@ -183,3 +183,21 @@ def test_final_label_becomes_a_seg_in_the_pacs(
         20,
         what="the SEG's reference cached",
     )
+
+
+def test_viewers_reach_the_pacs_through_the_proxy(
+    server: Labelloop, studies: list[synth.SyntheticSeries]
+) -> None:
+    """OHIF's QIDO and WADO roots are ``/proxy/dicom/qido`` and ``/proxy/dicom/wado``: dicomweb-client
+    (as a viewer would) searches and retrieves through them, and gets what the PACS holds."""
+    series = studies[0]
+    qido = DICOMwebClient(url=server.url + "/proxy/dicom/qido")
+    found = qido.search_for_series(search_filters={"PatientID": "PACS-0"})
+    assert [s["0020000E"]["Value"][0] for s in found] == [series.series_uid]
+    wado = DICOMwebClient(url=server.url + "/proxy/dicom/wado")
+    metadata = wado.retrieve_series_metadata(series.study_uid, series.series_uid)
+    assert sorted(m["00080018"]["Value"][0] for m in metadata) == sorted(series.sop_uids)
+    ds = wado.retrieve_instance(series.study_uid, series.series_uid, series.sop_uids[0])
+    assert ds.SOPInstanceUID == series.sop_uids[0] and ds.pixel_array.shape == (128, 128)
+    r = requests.get(server.url + "/proxy/dicom/qido/studies/%2e%2e/%2e%2e/system", timeout=10)
+    assert r.status_code == 400 and "detail" in r.json()  # nothing outside the DICOMweb root

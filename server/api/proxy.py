@@ -1,0 +1,28 @@
+"""``/proxy/dicom/``: the DICOMweb source relayed for viewers (OHIF's QIDO and WADO roots), as in MONAI
+Label: ``/proxy/dicom/{qido,wado,stow}/<path>`` (with the operation's prefix) and ``/proxy/dicom/<path>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+
+from server.dicom.proxy import DicomWebProxy
+from server.errors import NotFound
+
+bp = Blueprint("proxy", __name__)
+
+
+def proxy() -> DicomWebProxy:
+    service = current_app.extensions.get("dicom")
+    if service is None or service.proxy is None:
+        raise NotFound("no DICOMweb source is configured (--studies http://host:8042/dicom-web)")
+    return service.proxy
+
+
+@bp.route("/proxy/dicom/<path:path>", methods=["GET", "POST"])
+def dicom(path: str) -> Any:
+    body = request.stream if request.method == "POST" else None
+    sent = dict(request.headers)
+    status, headers, chunks = proxy().relay(request.method, path, request.query_string, sent, body)
+    return Response(stream_with_context(chunks), status=status, headers=headers, direct_passthrough=True)

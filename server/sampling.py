@@ -75,14 +75,14 @@ class SqlCandidatePool:
         )
         return [Candidate(i, ts) for i, ts in rows]
 
-    def _score_version(self, method: str) -> str | None:
+    def score_version(self, method: str) -> str | None:
         return self.s.scalar(
             select(Score.model_version).where(Score.method == method).order_by(Score.ts.desc()).limit(1)
         )
 
     def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
         if model_version is None:
-            model_version = self._score_version(method)
+            model_version = self.score_version(method)
             if model_version is None:
                 return []
         rows = self.s.execute(
@@ -97,7 +97,7 @@ class SqlCandidatePool:
     def score_values(
         self, method: str, ids: Sequence[str], model_version: str | None = None
     ) -> dict[str, float]:
-        version = model_version if model_version is not None else self._score_version(method)
+        version = model_version if model_version is not None else self.score_version(method)
         out: dict[str, float] = {}
         if version is None:
             return out

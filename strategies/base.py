@@ -48,6 +48,11 @@ class CandidatePool(Protocol):
         """The lexicographically first (or last) ids."""
         ...
 
+    def score_version(self, method: str) -> str | None:
+        """The model version of the newest stored ``method`` scores (None when there are none, or when
+        the pool holds a single version). Scores and embeddings of one scoring run share it."""
+        ...
+
     def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
         """The highest scores of ``method`` under ``model_version`` (the current one when None)."""
         ...

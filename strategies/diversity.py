@@ -196,7 +196,8 @@ class Hybrid(Strategy):
     """Top ``candidate_factor * k`` by a stored score, then k-center on their embeddings.
 
     The embeddings are ``params["embeddings"]`` (image id -> vector) when the request brings them, else
-    the ones the scoring job stored (``pool.embeddings``, the latest model version). Without a vector
+    the ones the scoring job stored with the scores it ranks by (``pool.embeddings`` of the scores' model
+    version, so another model's newer vectors are never mixed in). Without a vector
     for every candidate the strategy falls back to the plain top ``k``. Each reply says which it did:
     ``embeddings`` is ``"params"``, ``"stored"`` or None (top ``k`` by score alone).
     """
@@ -219,14 +220,15 @@ class Hybrid(Strategy):
             self.candidate_factor = candidate_factor
 
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
-        candidates = pool.top_scored(self.method, k * self.candidate_factor)
+        version = pool.score_version(self.method)
+        candidates = pool.top_scored(self.method, k * self.candidate_factor, version)
         given = context.params.get("embeddings")
         source: str | None = "params"
         vectors: Mapping[str, Any]
         if isinstance(given, Mapping):
             vectors = given
         elif len(candidates) > k:
-            vectors, source = pool.embeddings([c.image_id for c in candidates]), "stored"
+            vectors, source = pool.embeddings([c.image_id for c in candidates], version), "stored"
         else:
             vectors = {}
         if len(candidates) > k and all(c.image_id in vectors for c in candidates):

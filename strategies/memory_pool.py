@@ -34,6 +34,9 @@ class MemoryPool:
     def by_id(self, k: int, descending: bool = False) -> list[Candidate]:
         return [Candidate(i) for i in sorted(self.ids, reverse=descending)[:k]]
 
+    def score_version(self, method: str) -> str | None:
+        return None  # one version: every lookup takes all of it
+
     def top_scored(self, method: str, k: int, model_version: str | None = None) -> list[Candidate]:
         values = self.scores.get(method, {})
         ranked = sorted((i for i in self.ids if i in values), key=lambda i: (-values[i], i))

@@ -12,7 +12,8 @@ import requests
 from server.database import Database
 from server.models import Embedding, Image, Score, pack_vector, unpack_vector
 from server.sampling import SqlCandidatePool
-from strategies.diversity import k_center_greedy
+from strategies.base import SelectionContext
+from strategies.diversity import Hybrid, k_center_greedy
 from strategies.stratified import size_strata
 from tests.conftest import REPO, Server, free_port, write_label, write_volume
 
@@ -72,6 +73,32 @@ def stored(studies: Path) -> tuple[dict[str, float], dict[str, float], dict[str,
         embeddings = {i: unpack_vector(blob) for i, dim, blob in conn.execute(query)}
         assert all(len(embeddings[i]) == dim for i, dim, _ in conn.execute(query))
     return values.get(FG, {}), values.get("entropy", {}), embeddings
+
+
+def test_hybrid_reads_the_embeddings_of_the_model_version_it_ranks_by(tmp_path: Path) -> None:
+    """Scores of ``seg@2``; a second model scored later (newer embeddings, other geometry). Hybrid must
+    spread its batch over ``seg@2``'s vectors, never the newest model's."""
+    db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
+    db.migrate()
+    ranked = ["a", "b", "c", "d"]  # by entropy, highest first
+    own = {"a": [0.0, 0.0], "b": [0.0, 0.1], "c": [10.0, 10.0], "d": [0.0, 0.2]}  # b, d: near a
+    other = {"a": [0.0, 0.0], "b": [10.0, 10.0], "c": [0.0, 0.1], "d": [0.0, 0.2]}  # b far instead
+    with db.session() as s:
+        for n, i in enumerate(ranked):
+            s.add(Image(id=i, ext=".nii.gz", file=f"{i}.nii.gz", created_ts=0.0, rand_key=n / 10))
+            s.flush()
+            s.add(Score(image_id=i, method="entropy", model_version="seg@2", value=1.0 - n / 10, ts=1.0))
+            s.add(Embedding(image_id=i, model_version="seg@2", dim=2, vector=pack_vector(own[i]), ts=1.0))
+            s.add(Embedding(image_id=i, model_version="cls@5", dim=2, vector=pack_vector(other[i]), ts=2.0))
+    with db.sessions() as s:
+        pool = SqlCandidatePool(s, 1000.0, "me", random.Random(0), exclude=set())
+        assert pool.score_version("entropy") == "seg@2" and pool.score_version("nosuch") is None
+        assert pool.embeddings(["b"]) == {"b": [10.0, 10.0]}  # the newest overall: the other model's
+        context = SelectionContext("hybrid", "me", {}, 1000.0, random.Random(0))
+        picks = Hybrid(candidate_factor=2).select(pool, 2, context)
+        assert [p.image_id for p in picks] == ["a", "c"]  # c is far from a in seg@2's space
+        assert all(p.fields["embeddings"] == "stored" for p in picks)
+    db.dispose()
 
 
 def test_stratified_and_hybrid_select_from_what_the_scoring_job_stored(tmp_path: Path) -> None:

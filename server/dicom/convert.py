@@ -1,9 +1,14 @@
-"""A DICOM series (single-frame instances) as a volume with its geometry, written as NIfTI.
+"""A DICOM series (single-frame instances, or one multi-frame instance) as a volume with its geometry,
+written as NIfTI.
 
 Slices are sorted by ImagePositionPatient projected on the slice normal (ImageOrientationPatient's
 row x column cosines); in-plane spacing comes from PixelSpacing and the slice step from the positions
 themselves; rescale slope/intercept are applied per slice. DICOM patient space is LPS and NIfTI is RAS:
 the affine is flipped in x and y. The array index order is (column, row, slice), as ITK and MONAI load it.
+
+A multi-frame instance (Enhanced CT/MR/PET, Legacy Converted Enhanced) is read with highdicom's
+``Image.get_volume`` (per-frame positions, pixel measures and rescale from the functional groups) and
+laid out the same way: slices ascending along the normal of the row and column directions.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 from pydicom import Dataset, dcmread
@@ -56,8 +62,12 @@ class Volume:
         return (float(norms[0]), float(norms[1]), float(norms[2]))
 
 
-def read_slices(paths: Sequence[Path], *, pixels: bool = True) -> list[Slice]:
-    """The image instances of a series, sorted along the slice normal (or by InstanceNumber)."""
+def frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def read_images(paths: Sequence[Path], *, pixels: bool = True) -> list[tuple[Path, Dataset]]:
+    """The image instances of a series (SEG, SR and other non-image instances left out)."""
     datasets: list[tuple[Path, Dataset]] = []
     for path in paths:
         try:
@@ -68,11 +78,33 @@ def read_slices(paths: Sequence[Path], *, pixels: bool = True) -> list[Slice]:
             continue
         if "Rows" not in read or "Columns" not in read or (pixels and "PixelData" not in read):
             continue
-        if int(read.get("NumberOfFrames", 1) or 1) > 1:
-            raise ConversionError("multi-frame instances are not supported yet")
         datasets.append((path, read))
     if not datasets:
-        raise NothingToConvert("no single-frame image instances in the series")
+        raise NothingToConvert("no image instances in the series")
+    return datasets
+
+
+def multiframe(datasets: list[tuple[Path, Dataset]]) -> tuple[Path, Dataset] | None:
+    """The series' one multi-frame instance, None for a series of single frames; a mix is refused."""
+    multi = [pd for pd in datasets if frames(pd[1]) > 1]
+    if not multi:
+        return None
+    if len(datasets) > 1:
+        raise ConversionError(
+            f"{len(multi)} multi-frame instance(s) among {len(datasets)} image instances: one volume needs"
+            " a single multi-frame instance or single frames only"
+        )
+    return multi[0]
+
+
+def read_slices(paths: Sequence[Path], *, pixels: bool = True) -> list[Slice]:
+    """The single-frame image instances of a series, sorted along the slice normal (or InstanceNumber)."""
+    return sorted_slices(read_images(paths, pixels=pixels))
+
+
+def sorted_slices(datasets: list[tuple[Path, Dataset]]) -> list[Slice]:
+    if multiframe(datasets) is not None:
+        raise ConversionError("a multi-frame instance: read it with load_series or multiframe_geometry")
     datasets = _largest_stack(datasets)
     orientation = _orientation(datasets[0][1])
     if orientation is None or any("ImagePositionPatient" not in ds for _, ds in datasets):
@@ -88,7 +120,11 @@ def read_slices(paths: Sequence[Path], *, pixels: bool = True) -> list[Slice]:
 
 
 def load_series(paths: Sequence[Path]) -> Volume:
-    slices = read_slices(paths)
+    datasets = read_images(paths)
+    multi = multiframe(datasets)
+    if multi is not None:
+        return load_multiframe(*multi)
+    slices = sorted_slices(datasets)
     warnings: list[str] = []
     first = slices[0].ds
     rows, cols = int(first.Rows), int(first.Columns)
@@ -97,6 +133,63 @@ def load_series(paths: Sequence[Path]) -> Volume:
     affine = geometry(slices, warnings)
     data = _pixels(slices, rows, cols)
     return Volume(data, affine, [str(s.ds.SOPInstanceUID) for s in slices], warnings)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """A multi-frame instance's volume grid: ``affine_lps`` maps (column, row, slice) to LPS millimetres;
+    ``hd_affine`` is highdicom's (slice, row, column) affine, whose slice axis ``flipped`` reverses."""
+
+    affine_lps: np.ndarray
+    hd_affine: np.ndarray
+    flipped: bool
+    shape: tuple[int, int, int]  # (columns, rows, slices)
+
+
+def multiframe_geometry(ds: Dataset) -> FrameGeometry:
+    """The grid of a multi-frame instance (its header is enough), slices ascending along the normal."""
+    try:
+        grid = hd.Image.from_dataset(ds, copy=False).get_volume_geometry()
+    except (ValueError, RuntimeError, AttributeError, KeyError) as exc:
+        raise ConversionError(f"the multi-frame instance is not one regular volume: {exc}") from exc
+    if grid is None:
+        raise ConversionError("the multi-frame instance is not one regular volume (no plane positions)")
+    n, rows, cols = (int(v) for v in grid.spatial_shape)
+    a = np.asarray(grid.affine, dtype=float)
+    ours = np.eye(4)
+    ours[:3, 0], ours[:3, 1], ours[:3, 2], ours[:3, 3] = a[:3, 2], a[:3, 1], a[:3, 0], a[:3, 3]
+    normal = np.cross(ours[:3, 0], ours[:3, 1])
+    flipped = n > 1 and float(np.dot(ours[:3, 2], normal)) < 0
+    if flipped:  # highdicom's slice 0 is the last along the normal: count from the other end
+        ours[:3, 3] = ours[:3, 3] + ours[:3, 2] * (n - 1)
+        ours[:3, 2] = -ours[:3, 2]
+    return FrameGeometry(ours, a, flipped, (cols, rows, n))
+
+
+def load_multiframe(path: Path, ds: Dataset) -> Volume:
+    """One multi-frame instance as a volume (rescale applied by highdicom), in this module's layout."""
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise ConversionError("colour (multi-sample) images are not supported")
+    grid = multiframe_geometry(ds)
+    try:
+        array = np.asarray(hd.Image.from_dataset(ds, copy=False).get_volume().array)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError) as exc:
+        raise ConversionError(f"pixel data of {path.name} does not decode: {exc}") from exc
+    data = array.transpose(2, 1, 0)  # (slice, row, column) -> (column, row, slice)
+    if grid.flipped:
+        data = data[:, :, ::-1]
+    return Volume(_compact(np.ascontiguousarray(data)), grid.affine_lps, [str(ds.SOPInstanceUID)])
+
+
+def _compact(data: np.ndarray) -> np.ndarray:
+    """Whole numbers as int16 (or int32) when they fit, anything else as float32."""
+    if data.size and np.all(np.mod(data, 1) == 0):
+        lo, hi = data.min(), data.max()
+        if lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
+            return data.astype(np.int16)
+        if lo >= np.iinfo(np.int32).min and hi <= np.iinfo(np.int32).max:
+            return data.astype(np.int32)
+    return data.astype(np.float32)
 
 
 def geometry(slices: Sequence[Slice], warnings: list[str]) -> np.ndarray:

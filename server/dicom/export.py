@@ -32,7 +32,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from server import __version__
 from server.database import Database
 from server.datastore.store import FINAL, Datastore
-from server.dicom.convert import LPS_TO_RAS, ConversionError, geometry, read_slices
+from server.dicom.convert import (
+    LPS_TO_RAS,
+    ConversionError,
+    geometry,
+    multiframe,
+    multiframe_geometry,
+    read_images,
+    sorted_slices,
+)
 from server.dicom.incoming import IncomingStore
 from server.dicom.models import DicomExport, DicomInstance, DicomSeries, ExportState
 from server.dicom.worker import Worker
@@ -101,14 +109,24 @@ def build_seg(
 
     Returns None for an empty label. The label must share the image's voxel grid: the converter wrote
     the image as (column, row, slice) with slices sorted along the normal, and the same sort runs here.
+    A multi-frame source gets the SEG as a highdicom ``Volume`` on its grid, which places each frame.
     """
-    slices = read_slices(source_paths, pixels=False)
-    expected = LPS_TO_RAS @ geometry(slices, [])
+    datasets = read_images(source_paths, pixels=False)
+    multi = multiframe(datasets)
+    if multi is None:
+        slices = sorted_slices(datasets)
+        sources = [s.ds for s in slices]
+        expected = LPS_TO_RAS @ geometry(slices, [])
+        grid = (int(slices[0].ds.Columns), int(slices[0].ds.Rows), len(slices))
+    else:
+        frame_grid = multiframe_geometry(multi[1])
+        sources = [multi[1]]
+        expected = LPS_TO_RAS @ frame_grid.affine_lps
+        grid = frame_grid.shape
     data = np.asarray(label)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     data = _to_image_grid(data, label_affine, expected)
-    grid = (int(slices[0].ds.Columns), int(slices[0].ds.Rows), len(slices))
     if data.shape != grid:
         raise ExportError(f"label shape {list(data.shape)} does not match the series {list(grid)}")
     values = np.rint(data).astype(np.int64)
@@ -123,6 +141,11 @@ def build_seg(
     for number, value in enumerate(present, 1):
         lut[value] = number
     frames = lut[frames]
+    pixel_array: np.ndarray | hd.Volume = frames
+    if multi is not None:
+        stack = frames[::-1] if frame_grid.flipped else frames  # back to highdicom's slice order
+        uid = str(multi[1].FrameOfReferenceUID)
+        pixel_array = hd.Volume(np.ascontiguousarray(stack), frame_grid.hd_affine, "PATIENT", uid)
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
@@ -134,8 +157,8 @@ def build_seg(
         for number, value in enumerate(present, 1)
     ]
     return hd.seg.Segmentation(
-        source_images=[s.ds for s in slices],
-        pixel_array=frames,
+        source_images=sources,
+        pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),

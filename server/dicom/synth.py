@@ -129,3 +129,23 @@ def without(src: Path, dest: Path, keyword: str) -> Path:
     delattr(ds, keyword)
     ds.save_as(dest, enforce_file_format=True)
     return dest
+
+
+def enhanced(series: SyntheticSeries, dest: Path) -> SyntheticSeries:
+    """``series`` as one Legacy Converted Enhanced CT instance (highdicom), frames in slice order: a
+    multi-frame series with a new Series and SOP Instance UID, the same study and geometry."""
+    import highdicom as hd
+
+    frames = [dcmread(str(p)) for p in series.files]
+    ds = hd.legacy.LegacyConvertedEnhancedCTImage(frames, generate_uid(), 2, generate_uid(), 1)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return SyntheticSeries(
+        series.study_uid,
+        str(ds.SeriesInstanceUID),
+        [path],
+        [str(ds.SOPInstanceUID)],
+        series.spacing,
+        series.shape,
+    )

@@ -208,6 +208,49 @@ def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Pat
         assert job.status == SKIPPED and job.status != ExportState.DONE
 
 
+def test_a_multiframe_instance_converts_like_its_frames_and_gets_a_seg(app: Flask, tmp_path: Path) -> None:
+    """Enhanced CT (one instance, per-frame functional groups) becomes the same volume as the single-frame
+    series it was made from, and a label on it comes back as a SEG referencing its frames."""
+    svc = service(app)
+    assert svc.incoming is not None and svc.converter is not None
+    frames = synth.ct_series(
+        tmp_path / "ct", 6, slice_spacing=3.0, orientation=(0.866025, 0.5, 0, -0.5, 0.866025, 0)
+    )
+    multi = synth.enhanced(frames, tmp_path / "enhanced")
+    put_series(svc.incoming, frames.files + multi.files)
+    time.sleep(0.3)
+    svc.converter.run_until_idle()
+    ds = app.extensions["datastore"]
+    single = nib.load(str(ds.get_image(frames.series_uid).path))
+    image = nib.load(str(ds.get_image(multi.series_uid).path))
+    assert image.shape == single.shape == (128, 128, 6)
+    assert np.allclose(image.affine, single.affine, atol=1e-4)
+    assert np.array_equal(np.asanyarray(image.dataobj), np.asanyarray(single.dataobj))
+    assert list(np.asanyarray(image.dataobj)[0, 0, :]) == [k - 1024 for k in range(6)]  # slice order
+
+    label = np.zeros(image.shape, np.uint8)
+    label[10:20, 30:50, 1:3] = 2
+    seg = build_seg(label, image.affine, multi.files, {2: "vessel"})
+    assert seg is not None
+    buf = io.BytesIO()
+    seg.save_as(buf)
+    back = hd.seg.Segmentation.from_dataset(dcmread(io.BytesIO(buf.getvalue())))
+    got = back.get_pixels_by_source_frame(
+        multi.sop_uids[0], list(range(1, 7)), combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    # highdicom's converter may store the frames in any order: each goes to the slice at its position
+    # (the series starts at z = -75.7, 3 mm apart, along a normal that is +z).
+    source = dcmread(str(multi.files[0]), stop_before_pixels=True)
+    z = [
+        float(f.PlanePositionSequence[0].ImagePositionPatient[2])
+        for f in source.PerFrameFunctionalGroupsSequence
+    ]
+    slice_of_frame = [round((v + 75.699997) / 3.0) for v in z]
+    assert sorted(slice_of_frame) == list(range(6))
+    expected = (label > 0).astype(np.uint8).transpose(2, 1, 0)[slice_of_frame]
+    assert got.sum() > 0 and np.array_equal(got, expected)
+
+
 def test_conversion_yields_to_a_running_ingest(app: Flask, tmp_path: Path) -> None:
     svc = service(app)
     assert svc.incoming is not None and svc.converter is not None

@@ -130,6 +130,37 @@ def test_storescu_series_becomes_one_image_with_its_geometry(server: Labelloop, 
     assert counted(server, series.series_uid) == 20
 
 
+def test_storescu_enhanced_ct_becomes_the_same_image_as_its_frames(server: Labelloop, tmp_path: Path) -> None:
+    """One multi-frame instance (Legacy Converted Enhanced CT) over C-STORE: one image, the geometry and
+    voxels of the single-frame series it was made from."""
+    frames = synth.ct_series(tmp_path / "ct", 8, slice_spacing=2.0)
+    multi = synth.enhanced(frames, tmp_path / "enhanced")
+    # -R: propose only the SOP classes of the files (storescu's default list lacks enhanced CT)
+    port = str(server.dicom_port)
+    result = dcmtk(
+        "storescu",
+        "-v",
+        "-R",
+        "-aet",
+        "STORESCU",
+        "-aec",
+        "LABELLOOP",
+        "127.0.0.1",
+        port,
+        *map(str, multi.files),
+    )
+    assert result.returncode == 0, result.stderr
+    info = server.wait_series(multi.series_uid)
+    assert info["instances"] == 1
+    image = server.get("/datastore/image/info", params={"image": multi.series_uid}).json()
+    assert image["shape"] == [128, 128, 8] and image["Modality"] == "CT"
+    assert image["spacing"] == pytest.approx([0.661468, 0.661468, 2.0], abs=1e-4)
+    path = tmp_path / "image.nii.gz"
+    path.write_bytes(server.get("/datastore/image", params={"image": multi.series_uid}).content)
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    assert list(data[0, 0, :]) == [k - 1024 for k in range(8)]  # slices in order along the normal
+
+
 def test_resending_a_series_is_idempotent(server: Labelloop, tmp_path: Path) -> None:
     series = synth.ct_series(tmp_path / "ct", 5)
     assert store(server, series.files).returncode == 0

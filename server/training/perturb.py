@@ -29,6 +29,7 @@ from monai.transforms import (
     RandScaleIntensity,
     RandShiftIntensity,
 )
+from monai.utils import convert_to_tensor
 
 PERTURBATIONS = ("noise", "strong")
 CUTMIX_AREA = (0.25, 0.5)
@@ -61,8 +62,8 @@ class StrongView:
 
     def images(self, batch: torch.Tensor) -> torch.Tensor:
         """Each study of ``(B, C, *spatial)`` through the intensity transforms (on its own device)."""
-        out = [torch.as_tensor(self.intensity(x), dtype=batch.dtype, device=batch.device) for x in batch]
-        return torch.stack(out)
+        out = [self.intensity(x) for x in batch]  # MONAI returns MetaTensors: plain tensors go on
+        return torch.stack([convert_to_tensor(y, batch.dtype, batch.device, track_meta=False) for y in out])
 
     def box(self, spatial: tuple[int, ...]) -> tuple[slice, ...]:
         """A random box covering ``CUTMIX_AREA`` of ``spatial`` (the same share along every axis)."""

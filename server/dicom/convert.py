@@ -154,6 +154,11 @@ def multiframe_geometry(ds: Dataset) -> FrameGeometry:
         raise ConversionError(f"the multi-frame instance is not one regular volume: {exc}") from exc
     if grid is None:
         raise ConversionError("the multi-frame instance is not one regular volume (no plane positions)")
+    return _layout(grid)
+
+
+def _layout(grid: hd.VolumeGeometry | hd.Volume) -> FrameGeometry:
+    """highdicom's (slice, row, column) grid in this module's (column, row, slice) layout."""
     n, rows, cols = (int(v) for v in grid.spatial_shape)
     a = np.asarray(grid.affine, dtype=float)
     ours = np.eye(4)
@@ -170,12 +175,12 @@ def load_multiframe(path: Path, ds: Dataset) -> Volume:
     """One multi-frame instance as a volume (rescale applied by highdicom), in this module's layout."""
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise ConversionError("colour (multi-sample) images are not supported")
-    grid = multiframe_geometry(ds)
     try:
-        array = np.asarray(hd.Image.from_dataset(ds, copy=False).get_volume().array)
+        volume = hd.Image.from_dataset(ds, copy=False).get_volume()
     except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError) as exc:
-        raise ConversionError(f"pixel data of {path.name} does not decode: {exc}") from exc
-    data = array.transpose(2, 1, 0)  # (slice, row, column) -> (column, row, slice)
+        raise ConversionError(f"{path.name} is not one regular volume, or does not decode: {exc}") from exc
+    grid = _layout(volume)
+    data = np.asarray(volume.array).transpose(2, 1, 0)  # (slice, row, column) -> (column, row, slice)
     if grid.flipped:
         data = data[:, :, ::-1]
     return Volume(_compact(np.ascontiguousarray(data)), grid.affine_lps, [str(ds.SOPInstanceUID)])
@@ -183,13 +188,14 @@ def load_multiframe(path: Path, ds: Dataset) -> Volume:
 
 def _compact(data: np.ndarray) -> np.ndarray:
     """Whole numbers as int16 (or int32) when they fit, anything else as float32."""
-    if data.size and np.all(np.mod(data, 1) == 0):
+    whole = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
+    if whole and data.size:
         lo, hi = data.min(), data.max()
         if lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
             return data.astype(np.int16)
         if lo >= np.iinfo(np.int32).min and hi <= np.iinfo(np.int32).max:
-            return data.astype(np.int32)
-    return data.astype(np.float32)
+            return data.astype(np.int32, copy=False)
+    return data.astype(np.float32, copy=False)
 
 
 def geometry(slices: Sequence[Slice], warnings: list[str]) -> np.ndarray:
@@ -305,6 +311,4 @@ def _pixels(slices: Sequence[Slice], rows: int, cols: int) -> np.ndarray:
             out[:, :, k] = (arr.astype(np.int32) * int(slope) + int(intercept)).T
         else:
             out[:, :, k] = (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).T
-    if integral and out.size and out.min() >= np.iinfo(np.int16).min and out.max() <= np.iinfo(np.int16).max:
-        return out.astype(np.int16)
-    return out
+    return _compact(out) if integral else out

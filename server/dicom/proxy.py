@@ -3,8 +3,9 @@
 Only the configured source is ever reached: the request path is checked segment by segment (no empty,
 ``.`` or ``..`` segment, no backslash) and each segment is percent-encoded again before it is appended
 to the source URL, so a path cannot leave the source's DICOMweb root or add a query. Only the headers a
-DICOMweb exchange needs go up (``Accept``, ``Content-Type``, ``Content-Length``), never the caller's
-``Authorization`` or cookies; only content headers come back. The body is streamed both ways.
+DICOMweb exchange needs go up (``Accept``, ``Accept-Encoding``, ``Content-Type``, ``Content-Length``),
+never the caller's ``Authorization`` or cookies; only content headers come back. The body is streamed
+both ways as it is sent: a caller that asks for no encoding gets none (``identity`` goes up).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import requests
 from server.errors import BadRequest, LabelloopError
 
 OPS = ("qido", "wado", "stow")
-UP_HEADERS = ("accept", "content-type", "content-length")
+UP_HEADERS = ("accept", "accept-encoding", "content-type", "content-length")
 DOWN_HEADERS = ("content-type", "content-length", "content-encoding", "etag", "last-modified")
 CHUNK = 64 * 1024
 
@@ -67,6 +68,8 @@ class DicomWebProxy:
         if query:
             url += "?" + query.decode("latin-1")
         up = {k: v for k, v in headers.items() if k.lower() in UP_HEADERS}
+        if not any(k.lower() == "accept-encoding" for k in up):
+            up["Accept-Encoding"] = "identity"  # not requests' default gzip, which the caller never asked for
         try:
             timeout = (10.0, self.timeout)
             r = self.session.request(

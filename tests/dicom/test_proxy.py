@@ -98,8 +98,9 @@ def test_relay_sends_only_what_dicomweb_needs(pacs: str) -> None:
     status, down, chunks = proxy.relay("GET", "qido/echo/1.2.3", b"PatientID=P%2A&limit=5", headers, None)
     seen = body(chunks)
     assert status == 200 and seen["path"] == "/dicom-web/echo/1.2.3?PatientID=P%2A&limit=5"
-    sent = {k.lower() for k in seen["headers"]}
-    assert "accept" in sent and not sent & {"authorization", "cookie", "x-forwarded-for"}
+    sent = {k.lower(): v for k, v in seen["headers"].items()}
+    assert "accept" in sent and not set(sent) & {"authorization", "cookie", "x-forwarded-for"}
+    assert sent["accept-encoding"] == "identity"  # the caller asked for no encoding: none is asked upstream
     assert down["Content-Type"] == "application/dicom+json"
     assert not {k.lower() for k in down} & {"set-cookie", "x-internal"}  # only content headers come back
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import IO
 from urllib.parse import quote
 
@@ -49,6 +50,10 @@ class DicomWebProxy:
     prefixes: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 60.0
     session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        # One session serves every caller: a cookie the PACS sets for one must never go up for another.
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
     def target(self, path: str) -> str:
         """The source URL for ``path``: a leading ``qido``/``wado``/``stow`` segment becomes its prefix."""

@@ -113,6 +113,8 @@ def test_relay_sends_only_what_dicomweb_needs(pacs: str) -> None:
     status, _, chunks = proxy.relay("POST", "stow/studies", b"", up, io.BytesIO(payload))
     seen = body(chunks)
     assert status == 200 and seen["method"] == "POST" and seen["body"] == payload.decode()
+    # the PACS set a cookie on every answer: the shared session keeps none for the next caller
+    assert "cookie" not in {k.lower() for k in seen["headers"]} and not proxy.session.cookies
 
 
 def test_an_unreachable_source_is_a_502() -> None:

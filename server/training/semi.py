@@ -7,8 +7,9 @@ Pure functions (and one small object that holds a run's teacher), shared by the 
 Two methods, one recipe: a teacher predicts the clean view of an unlabelled batch, the student the same
 batch perturbed (one forward pass together with the labelled batch, so DDP and batch norm see one step),
 and the student is pulled towards the teacher where the teacher is confident. The perturbation is
-Gaussian noise (``perturbation="noise"``) or a FixMatch-style strong view (``"strong"``: MONAI intensity
-transforms and CutMix, :mod:`server.training.perturb`).
+Gaussian noise (``perturbation="noise"``), a FixMatch-style strong view (``"strong"``: MONAI intensity
+transforms and CutMix) or BCP's bidirectional copy-paste with the labelled batch (``"copy_paste"``:
+targets and weights mixed with the true labels), all in :mod:`server.training.perturb`.
 
 - ``pseudo_label``: hard pseudo-labels (the teacher's argmax), cross-entropy on confident voxels;
 - ``mean_teacher``: soft consistency, the squared distance between the two probability maps.
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.training.perturb import PERTURBATIONS, StrongView
+from server.training.perturb import PERTURBATIONS, CopyPaste, StrongView
 
 METHODS = ("mean_teacher", "pseudo_label")
 
@@ -139,6 +140,13 @@ def add_noise(image: torch.Tensor, std: float, generator: torch.Generator | None
     return image + std * noise.to(image.device)
 
 
+def one_hot_labels(label: torch.Tensor, classes: int) -> torch.Tensor:
+    """``(B, 1, *spatial)`` class indices as ``(B, classes, *spatial)`` one-hot floats."""
+    if label.dim() < 3 or label.shape[1] != 1:
+        raise ValueError(f"expected segmentation labels (B, 1, *spatial), got {list(label.shape)}")
+    return F.one_hot(label[:, 0].long(), classes).movedim(-1, 1).float()
+
+
 class SemiSupervision:
     """One run's teacher and unlabelled batches; the trainer calls :meth:`loss` and :meth:`after_step`.
 
@@ -170,9 +178,14 @@ class SemiSupervision:
         self.rampup, self.ema, self.noise = rampup, ema, noise
         self.generator = generator
         self.strong: StrongView | None = None
-        if perturbation == "strong":
+        self.copy_paste: CopyPaste | None = None
+        if perturbation != "noise":
             device = generator.device if generator is not None else None
-            self.strong = StrongView(int(torch.randint(2**31 - 1, (1,), generator=generator, device=device)))
+            seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=device))
+            if perturbation == "strong":
+                self.strong = StrongView(seed)
+            else:
+                self.copy_paste = CopyPaste(seed)
         self.steps = 0
         self.stats: dict[str, float] = {}
         self._confident = torch.zeros(())
@@ -191,8 +204,12 @@ class SemiSupervision:
         unlabelled = next(self.batches)
         probs = teacher_probabilities(self.teacher, unlabelled)
         mask = confidence_mask(probs, self.threshold)
+        confident = mask.detach().float().mean()
         if self.strong is not None:
             view, probs, mask = self.strong(unlabelled, probs, mask)  # targets follow the CutMix
+        elif self.copy_paste is not None:  # mask becomes per-voxel weights: 1 labelled, 1/2 x mask teacher
+            onehot = one_hot_labels(label, probs.shape[1])
+            view, probs, mask = self.copy_paste(image, onehot, unlabelled, probs, mask)
         else:
             view = add_noise(unlabelled, self.noise, self.generator)
         logits = model(torch.cat([image, view]))
@@ -201,7 +218,7 @@ class SemiSupervision:
         term = pseudo_label_loss(logits[n:], probs, mask, self.method)
         weight = self.weight * sigmoid_rampup(progress, self.rampup)
         self.stats["weight"] = weight
-        self._confident = self._confident.to(mask.device) + mask.detach().float().mean()
+        self._confident = self._confident.to(confident.device) + confident
         self._unlabelled_loss = self._unlabelled_loss.to(term.device) + term.detach().float()
         self._count += 1
         return supervised + weight * term

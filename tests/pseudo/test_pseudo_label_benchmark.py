@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
-SEMI = {"pseudo_masked", "pseudo_unmasked", "mean_teacher", "fixmatch"}
-ARMS = {"labelled_only", "labelled_strong"} | SEMI
+SEMI = {"pseudo_masked", "pseudo_unmasked", "mean_teacher", "fixmatch", "bcp"}
+ARMS = {"labelled_only", "labelled_strong", "labelled_copy_paste"} | SEMI
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_smoke_run_writes_the_report(tmp_path: Path) -> None:
     goal = summary["goal"]
     assert {"gap_measurable", "gap_closed_primary", "no_arm_below_labelled_only_outside_ci"} <= set(goal)
     assert goal["met"] is (all(goal["gap_measurable"].values()) and not goal["why_not"])
-    assert goal["primary_arm"] == "pseudo_masked" and goal["post_hoc"]["arm"] == "fixmatch"
-    assert set(goal["post_hoc"]["gap_closed"]) == {"4", "8"}
-    for row in ("| 4 | pseudo_masked |", "| 8 | labelled_strong |", "| 8 | all_labelled |"):
+    assert goal["primary_arm"] == "pseudo_masked" and set(goal["post_hoc"]) == {"fixmatch", "bcp"}
+    assert all(set(p["gap_closed"]) == {"4", "8"} for p in goal["post_hoc"].values())
+    for row in ("| 4 | pseudo_masked |", "| 8 | labelled_strong |", "| 4 | bcp |", "| 8 | all_labelled |"):
         assert row in proc.stderr

@@ -88,7 +88,7 @@ class Trainer:
         self.model = model
         self.description = description
         self.defaults: dict[str, Any] = dict(defaults)
-        TrainConfig.build(self.defaults, {})  # fail at app load, not in the first job
+        self.check_params({})  # fail at app load, not in the first job
 
     # ---- hooks -----------------------------------------------------------------------------
     def network(self) -> nn.Module:

@@ -31,7 +31,7 @@ from torch import nn
 from server.inference.transfer import freeze_backbone, train_mode, unfreeze
 from server.inference.transforms import ChannelFirstd
 from server.training.base import TrainContext, Trainer, TrainResult
-from server.training.config import TrainConfig
+from server.training.config import BadTrainParams, TrainConfig
 
 NetworkFactory = Callable[[], nn.Module]
 IntensityFactory = Callable[[str], Any]
@@ -123,6 +123,12 @@ class ClassificationTrainer(Trainer):
 
     def train_mode(self, model: nn.Module) -> None:
         train_mode(model)
+
+    def check_params(self, params: dict[str, Any]) -> TrainConfig:
+        cfg = super().check_params(params)
+        if cfg.semi_supervised.perturbation == "copy_paste":  # mixes voxel labels: segmentation only
+            raise BadTrainParams("semi_supervised.perturbation copy_paste is for segmentation trainers")
+        return cfg
 
     def run(self, ctx: TrainContext) -> TrainResult:
         # Resolve each study's class once, before the cached datasets are built.

@@ -31,7 +31,7 @@ class SemiSupervisedConfig:
     rampup_epochs: float = 5.0  # sigmoid ramp-up of the weight
     ema: float = 0.99  # teacher = EMA of the student; 1.0: the version the run started from
     noise: float = 0.1  # Gaussian noise on the student's view of an unlabelled batch ("noise" view)
-    perturbation: str = "noise"  # or "strong": MONAI intensity transforms and CutMix (FixMatch-style)
+    perturbation: str = "noise"  # "strong": intensity + CutMix (FixMatch); "copy_paste": BCP (segmentation)
     max_unlabelled: int = 64  # studies without a final label used per run (and given pseudo-labels)
     uncertainty_method: str = ""  # a scoring method: leave out the most uncertain studies by its scores
     uncertainty_keep: float = 1.0  # ... keeping this least-uncertain fraction

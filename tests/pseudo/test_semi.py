@@ -189,3 +189,31 @@ def test_classification_trainer_trains_on_unlabelled_studies(tmp_path: Path) -> 
     assert (
         semi["unlabelled_studies"] == 3 and semi["confident_fraction"] == 1.0 and semi["unlabelled_loss"] > 0
     )
+
+
+def test_segmentation_trainer_trains_with_copy_paste_and_classification_refuses_it(tmp_path: Path) -> None:
+    from server.training.base import TrainContext
+    from server.training.classification import ClassificationTrainer
+    from tests.conftest import write_label, write_volume
+    from tests.training.test_recipes import tiny_trainer
+
+    items = [
+        {
+            "image": str(write_volume(tmp_path / f"i{i}.nii.gz", seed=i)),
+            "label": str(write_label(tmp_path / f"l{i}.nii.gz", seed=i)),
+        }
+        for i in range(2)
+    ]
+    unlabelled = [str(write_volume(tmp_path / f"u{i}.nii.gz", seed=10 + i)) for i in range(2)]
+    copy_paste = {"enabled": True, "method": "pseudo_label", "threshold": 0.0, "perturbation": "copy_paste"}
+    trainer = tiny_trainer(max_epochs=1, val_split=0.5, cache_bytes=64 << 20, semi_supervised=copy_paste)
+    epochs: list[dict[str, Any]] = []
+    result = trainer.run(TrainContext(items, tmp_path / "out", unlabelled=unlabelled, on_epoch=epochs.append))
+    semi = epochs[-1]["semi_supervised"]
+    assert result.best_checkpoint is not None and semi["unlabelled_studies"] == 2
+    assert semi["confident_fraction"] == 1.0 and semi["unlabelled_loss"] > 0
+
+    with pytest.raises(BadTrainParams, match="segmentation"):
+        ClassificationTrainer().check_params({"semi_supervised": {"perturbation": "copy_paste"}})
+    with pytest.raises(BadTrainParams, match="segmentation"):  # an app default fails when the app loads
+        ClassificationTrainer(semi_supervised={"perturbation": "copy_paste"})

@@ -202,9 +202,9 @@ def train(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     gen = torch.Generator().manual_seed(seed)
     semi: SemiSupervision | None = None
-    view = None
-    if arm in ABLATIONS:
-        view = StrongView(seed + 3) if arm == "labelled_strong" else CopyPaste(seed + 3)
+    extra_view: StrongView | CopyPaste | None = None
+    if arm in ABLATIONS:  # the view of the semi arm it ablates
+        extra_view = {"strong": StrongView, "copy_paste": CopyPaste}[SEMI_ARMS[ABLATIONS[arm]][2]](seed + 3)
     if arm in SEMI_ARMS:
         method, masked, view = SEMI_ARMS[arm]
         semi = SemiSupervision(
@@ -226,8 +226,8 @@ def train(
         opt.zero_grad()
         if semi is not None:
             loss = semi.loss(net, loss_fn, x, y, float(it))
-        elif view is not None:
-            loss = ablation_loss(cfg, net, loss_fn, view, images, labels, x, y, it, gen)
+        elif extra_view is not None:
+            loss = ablation_loss(cfg, net, loss_fn, extra_view, images, labels, x, y, it, gen)
         else:
             loss = loss_fn(net(x), y)
         loss.backward()

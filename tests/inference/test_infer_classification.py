@@ -1,4 +1,5 @@
-"""Classification through a real server running apps/classification: JSON probabilities, Grad-CAM."""
+"""Classification through a real server running apps/classification: JSON probabilities, Grad-CAM, and a
+training request it refuses."""
 
 from __future__ import annotations
 
@@ -70,3 +71,11 @@ def test_gradcam_map_has_the_input_geometry(server: LiveServer, tmp_path: Path) 
     np.testing.assert_allclose(cam.affine, CT_AFFINE)
     values = np.asarray(cam.dataobj)
     assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0 + 1e-6
+
+
+def test_training_refuses_copy_paste_for_a_classifier(server: LiveServer) -> None:
+    params = {"semi_supervised": {"enabled": True, "perturbation": "copy_paste"}}
+    resp = requests.post(f"{server.url}/train/nodule", json=params, timeout=10)
+    assert resp.status_code == 422 and "segmentation" in resp.json()["detail"], resp.text
+    jobs = requests.get(f"{server.url}/train/", params={"all": "true"}, timeout=10)
+    assert jobs.status_code == 404, jobs.text  # no training job was stored

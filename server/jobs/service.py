@@ -288,7 +288,8 @@ class JobService:
         job = running[-1] if running else active[0]
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
-        # A SUBMITTED job has no process yet: STOPPED now, and the consumer will skip it.
+        # A SUBMITTED job has no process yet: STOPPED now; the consumer skips it, or kills the process it
+        # was starting (a job only turns RUNNING together with its pid).
         if self._cas(job.id, (jm.SUBMITTED,), jm.STOPPED, end_ts=time.time()):
             return self.get(job.id)
         # The consumer that runs it polls ``stop_requested``; when it runs on this host, kill right away.

@@ -92,19 +92,23 @@ class Supervisor:
             wants = self._devices_wanted(job)
         taken = self.slots.acquire(wants)
         try:
-            now = time.time()
-            with self.db.session() as s:
-                res = s.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == jm.SUBMITTED)
-                    .values(status=jm.RUNNING, start_ts=now, heartbeat_ts=now, worker=self.worker)
-                )
-                if not getattr(res, "rowcount", 0):
-                    return
-            self._supervise(job_id, [d for d in taken if d != "cpu"])
+            if not self._supervise(job_id, [d for d in taken if d != "cpu"]):
+                return
         finally:
             self.slots.release(taken)
         self._after(job_id)
+
+    def _start(self, job_id: str, pid: int | None) -> bool:
+        """SUBMITTED -> RUNNING with the process's pid, in one update, so a RUNNING job always shows the
+        pid it runs as; False when the job is no longer SUBMITTED (stopped, or taken by another worker)."""
+        now = time.time()
+        with self.db.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == jm.SUBMITTED)
+                .values(status=jm.RUNNING, start_ts=now, heartbeat_ts=now, worker=self.worker, pid=pid)
+            )
+            return bool(getattr(res, "rowcount", 0))
 
     def _devices_wanted(self, job: Job) -> int:
         """A training job with ``multi_gpu`` (the default) takes every GPU (DDP); others take one."""
@@ -127,7 +131,9 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         return env
 
-    def _supervise(self, job_id: str, gpus: list[str]) -> None:
+    def _supervise(self, job_id: str, gpus: list[str]) -> bool:
+        """Start the job's process, mark the job RUNNING and watch it to the end; False when the job was
+        not SUBMITTED any more by the time its process started (the process is then killed)."""
         job_dir = self.settings.data / "jobs" / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         lines: deque[str] = deque(maxlen=jm.DETAIL_LINES)
@@ -146,12 +152,15 @@ class Supervisor:
                 start_new_session=True,
             )
         except OSError as exc:
-            self._finish(job_id, jm.ERROR, error=f"could not start the job process: {exc}")
-            return
+            if self._start(job_id, None):
+                self._finish(job_id, jm.ERROR, error=f"could not start the job process: {exc}")
+            return True
+        if not self._start(job_id, proc.pid):
+            kill_tree(proc.pid)
+            proc.communicate(timeout=10)  # reaped, its pipe drained and closed
+            return False
         with self._lock:
             self._procs[job_id] = proc
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(pid=proc.pid))
         log.info("job %s running as pid %d on %s", job_id, proc.pid, ",".join(gpus) or "cpu")
         assert proc.stdout is not None
         reader = threading.Thread(
@@ -163,7 +172,7 @@ class Supervisor:
         while proc.poll() is None:
             changed.wait(POLL_SECONDS)
             if self.closing.is_set():
-                return
+                return True
             now = time.monotonic()
             if changed.is_set() or now - last_beat >= HEARTBEAT_SECONDS:
                 changed.clear()
@@ -177,7 +186,7 @@ class Supervisor:
         with self._lock:
             self._procs.pop(job_id, None)
         if self.closing.is_set():
-            return
+            return True
         stop = self._flush(job_id, list(lines))
         rc = proc.returncode
         if stop:
@@ -186,6 +195,7 @@ class Supervisor:
             self._finish(job_id, jm.DONE, progress=1.0)
         else:
             self._finish(job_id, jm.ERROR, error=self._error_text(job_id, rc, list(lines)))
+        return True
 
     def _flush(self, job_id: str, lines: list[str]) -> bool:
         """Write the last lines and a heartbeat; True when a stop was requested."""

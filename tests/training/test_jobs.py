@@ -89,6 +89,7 @@ def test_failure_busy_queue_stop_and_oom_kill(
 
     slow = requests.post(f"{srv.url}/train/slow", json={}, timeout=10).json()
     running = wait_for(srv.url, slow["id"], ("RUNNING",))
+    assert running["pid"]  # a job turns RUNNING together with the pid it runs as, never before it
     second = requests.post(f"{srv.url}/train/segmentation", json={"max_epochs": 1}, timeout=10)
     assert second.status_code == 429 and second.json() == BUSY
     queued = requests.post(f"{srv.url}/train/slow", params={"enqueue": "true"}, json={}).json()

@@ -11,11 +11,25 @@ from typing import Any
 import pytest
 import requests
 
+from server.database import Database
+from server.settings import Settings
 from tests.conftest import Server, free_port, write_label, write_volume
 
 TEST_APP = Path(__file__).resolve().parent / "app"
 STUDIES = 4
 TERMINAL = ("DONE", "ERROR", "STOPPED")
+
+
+def settings_and_db(tmp_path: Path) -> tuple[Settings, Database]:
+    """Settings for the test app over an empty ``tmp_path/studies``, and its migrated database (no
+    server: for tests that drive the job machinery directly)."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    settings = Settings(app_dir=TEST_APP, studies=studies)
+    settings.data.mkdir(parents=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    return settings, db
 
 
 @pytest.fixture

@@ -17,16 +17,15 @@ import pytest
 import torch
 from torch import nn
 
-from server.database import Database
 from server.jobs.models import Job
 from server.jobs.procs import kill_tree
 from server.jobs.supervisor import DeviceSlots
-from server.settings import Settings, settings_env
+from server.settings import settings_env
 from server.training.base import TrainContext, split
 from server.training.config import BadTrainParams, TrainConfig
 from server.training.segmentation import SegmentationTrainer
 from tests.conftest import REPO, write_label, write_volume
-from tests.training.conftest import TEST_APP
+from tests.training.conftest import settings_and_db
 
 
 @pytest.fixture
@@ -147,12 +146,8 @@ def test_ddp_rank_path_on_cpu_with_gloo(items: list[dict[str, Any]], tmp_path: P
 
     Multi-GPU NCCL runs take the same code with ``cuda:<local_rank>``; they need GPUs to test.
     """
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    settings = Settings(app_dir=TEST_APP, studies=studies)
-    settings.data.mkdir(parents=True)
-    db = Database(settings.db_url)
-    db.migrate()
+    settings, db = settings_and_db(tmp_path)
+    studies = settings.studies
     from server.datastore.indexer import index_studies
     from server.datastore.store import Datastore
 

@@ -14,8 +14,7 @@ from server.jobs.models import Job
 from server.jobs.queue import JobQueue
 from server.jobs.service import JobService
 from server.jobs.supervisor import DeviceSlots, Supervisor
-from server.settings import Settings
-from tests.training.conftest import TEST_APP
+from tests.training.conftest import settings_and_db
 
 
 class Sleeper(Supervisor):
@@ -41,12 +40,7 @@ class Sleeper(Supervisor):
 
 
 def supervisor(tmp_path: Path) -> tuple[Sleeper, JobService, Database]:
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    settings = Settings(app_dir=TEST_APP, studies=studies)
-    settings.data.mkdir(parents=True)
-    db = Database(settings.db_url)
-    db.migrate()
+    settings, db = settings_and_db(tmp_path)
     jobs = JobService(db, JobQueue(settings.queue, settings.data), settings.data)
     sup = Sleeper(settings, db, jobs, "embedded@test", DeviceSlots([]))
     sup.spawned, sup.seen = [], []

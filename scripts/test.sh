@@ -13,5 +13,7 @@ echo "== ruff"
 .venv/bin/ruff format --check server strategies apps tests benchmarks
 echo "== mypy"
 .venv/bin/mypy server strategies
+echo "== import-linter"
+.venv/bin/lint-imports
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

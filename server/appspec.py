@@ -1,14 +1,85 @@
-"""What an app declares in its ``main.py``: models, trainers, strategies and scoring methods."""
+"""What an app declares in its ``main.py``: models, trainers, strategies and scoring methods.
+
+Each slot is typed by a Protocol: :class:`InferenceTask` (what the inference service runs; the template
+is :class:`server.inference.task.InferTask`), :class:`TrainingRecipe` (what a training job runs;
+:class:`server.training.base.Trainer`) and :class:`ScoringMethodLike` (what a scoring job runs;
+:class:`strategies.scoring.ScoringMethod`). A wrong object fails when the app loads, and the loader's
+message names the app's ``main.py`` and what is missing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from strategies.base import Strategy
 from strategies.first import First
 from strategies.last import Last
 from strategies.random import Random
+
+if TYPE_CHECKING:
+    import torch
+    from monai.transforms import Transform
+    from torch import nn
+
+    from server.inference.request import InferRequest, InferResult
+    from server.training.base import TrainContext, TrainResult
+    from server.training.config import TrainConfig
+
+
+@runtime_checkable
+class InferenceTask(Protocol):
+    """A hosted model's inference: what :class:`server.inference.service.InferenceService` calls."""
+
+    def describe(self) -> dict[str, Any]: ...
+    def bind(self, weights_info: Callable[[], dict[str, Any]]) -> None: ...
+    def check_params(self, params: dict[str, Any], input_ext: str) -> None: ...
+    def network(self) -> nn.Module: ...
+    def initial_network(self, seed: int = ...) -> nn.Module: ...
+    def initial_weights(self) -> str: ...
+    def loader(self, request: InferRequest) -> Transform: ...
+    def pre_transforms(self, request: InferRequest) -> Sequence[Transform]: ...
+    def run(
+        self, request: InferRequest, networks: Sequence[nn.Module], device: torch.device
+    ) -> InferResult: ...
+
+
+@runtime_checkable
+class TrainingRecipe(Protocol):
+    """A trainer: checks a request's params, and runs on a :class:`~server.training.base.TrainContext`."""
+
+    model: str | None  # the hosted model whose next version it publishes (None: the trainer's name)
+    key_metric_name: str
+
+    def check_params(self, params: dict[str, Any]) -> TrainConfig: ...
+    def config(self) -> dict[str, Any]: ...
+    def run(self, ctx: TrainContext) -> TrainResult: ...
+
+
+@runtime_checkable
+class ScoringMethodLike(Protocol):
+    """Scores (and optionally embeds) one study with a network."""
+
+    name: str
+    description: str
+    embeds: bool
+
+    def score_and_embed(
+        self, network: nn.Module, image: torch.Tensor
+    ) -> tuple[dict[str, float], list[float] | None]: ...
+
+
+def check_slot(owner: str, value: object, protocol: type, what: str) -> None:
+    """A TypeError naming the slot, the object's type and the methods it lacks."""
+    if value is None or isinstance(value, protocol):
+        return
+    members = set(getattr(protocol, "__annotations__", {})) | {
+        name for name, v in vars(protocol).items() if callable(v)
+    }
+    missing = sorted(name for name in members if not name.startswith("_") and not hasattr(value, name))
+    raise TypeError(f"{owner}: {type(value).__name__} is not {what} (missing: {', '.join(missing) or '?'})")
+
 
 MODEL_TYPES = (
     "segmentation",
@@ -32,9 +103,10 @@ class ModelSpec:
     dimension: int = 3
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
-    task: Any = None  # an inference task object (see server.inference), set by apps that host a network
+    task: InferenceTask | None = None  # set by apps that host a network (see server.inference)
 
     def __post_init__(self) -> None:
+        check_slot(f"model {self.name!r}", self.task, InferenceTask, "an inference task")
         if self.type not in MODEL_TYPES:
             raise ValueError(f"model {self.name!r}: type must be one of {', '.join(MODEL_TYPES)}")
         if self.dimension not in (2, 3):
@@ -46,14 +118,20 @@ class TrainerSpec:
     name: str
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
-    task: Any = None  # a training recipe (see server.training), set by apps that train
+    task: TrainingRecipe | None = None  # set by apps that train (see server.training)
+
+    def __post_init__(self) -> None:
+        check_slot(f"trainer {self.name!r}", self.task, TrainingRecipe, "a training recipe")
 
 
 @dataclass
 class ScoringSpec:
     name: str
     description: str = ""
-    method: Any = None  # a strategies scoring method object
+    method: ScoringMethodLike | None = None  # see strategies.scoring
+
+    def __post_init__(self) -> None:
+        check_slot(f"scoring {self.name!r}", self.method, ScoringMethodLike, "a scoring method")
 
 
 def default_strategies() -> dict[str, Strategy]:

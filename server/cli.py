@@ -118,6 +118,7 @@ def _default_app() -> Path:
 def _start(args: argparse.Namespace) -> int:
     from waitress import serve
 
+    from server.api.common import services_of
     from server.app import create_app
     from server.apploader import AppLoadError
     from server.settings import Settings
@@ -156,7 +157,8 @@ def _start(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         console.print(f"[red]app failed to load:[/red] {exc}")
         return 2
-    report = app.extensions["index_report"]
+    report = services_of(app).index_report
+    assert report is not None  # the server role indexes the studies
     console.print(
         f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
         f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
@@ -200,7 +202,7 @@ def _worker(args: argparse.Namespace) -> int:
         queue=args.queue,
         conf=dict(args.conf) or None,
     )
-    settings.validate()
+    settings.check()
     settings.data.mkdir(parents=True, exist_ok=True)
     return run_worker(settings, parent_pid=args.parent_pid, workers=args.workers)
 

@@ -1,4 +1,4 @@
-"""Engine, sessions and migrations: the ``Database`` extension (``app.extensions["db"]``)."""
+"""Engine, sessions and migrations: the ``Database`` (``Services.db``)."""
 
 from __future__ import annotations
 

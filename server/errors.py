@@ -1,11 +1,7 @@
-"""Typed service-layer exceptions; one Flask error handler maps them to ``{"detail": ...}`` replies."""
+"""Typed service-layer exceptions. Plain Python: the web layer (:mod:`server.api.errors`) maps them to
+``{"detail": ...}`` replies with their ``status``."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
 
 
 class LabelloopError(Exception):
@@ -46,19 +42,3 @@ class Unavailable(LabelloopError):
 
 class ConfigError(Exception):
     """A setting is wrong at start: the message says what to do."""
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(LabelloopError)
-    def _service_error(exc: LabelloopError) -> Any:
-        return jsonify(detail=exc.detail), exc.status
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Any:
-        return jsonify(detail=exc.description or exc.name), exc.code or 500
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Any:
-        # Never leak a traceback to the client; the log has it.
-        app.logger.exception("unhandled error")
-        return jsonify(detail=f"internal error: {type(exc).__name__}"), 500

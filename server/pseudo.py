@@ -14,7 +14,7 @@ They live under their own tag, :data:`PSEUDO`, with their provenance in the labe
   (:meth:`PseudoLabels.on_label_saved`, hooked to the datastore), the pool excludes completed studies,
   and a pseudo-label that lands on a study completed meanwhile is removed at once.
 
-Kept in ``app.extensions["pseudo_labels"]`` (``init_app``); the train job builds its own.
+Kept in ``Services.pseudo``; its ``on_label_saved`` follows the datastore in the server.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -195,13 +194,6 @@ class PseudoLabels:
     def _completed(self, image_id: str) -> bool:
         with self.db.session() as s:
             return bool(s.scalar(select(Image.completed).where(Image.id == image_id)))
-
-
-def init_app(app: Flask) -> PseudoLabels:
-    service = PseudoLabels(app.extensions["db"], app.extensions["datastore"])
-    app.extensions["pseudo_labels"] = service
-    app.extensions["datastore"].on_label_saved.append(service.on_label_saved)
-    return service
 
 
 def inference_predictor(service: Any, model: str) -> Predictor:

@@ -1,6 +1,6 @@
 """The model registry: every hosted model's published weights, one numbered version per file.
 
-Kept in ``app.extensions["registry"]``. This is the API training jobs use to hand over a checkpoint;
+Kept in ``Services.registry``. This is the API training jobs use to hand over a checkpoint;
 it is stable:
 
 ``publish(model, checkpoint, metrics=None, source="upload") -> ModelVersion``
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -159,9 +158,3 @@ def _copy_with_checksum(src: Path, dest: Path) -> tuple[str, int]:
         fout.flush()
         os.fsync(fout.fileno())
     return f"SHA256:{digest.hexdigest()}", size
-
-
-def init_app(app: Flask) -> ModelRegistry:
-    registry = ModelRegistry(app.extensions["db"], app.extensions["settings"].data)
-    app.extensions["registry"] = registry
-    return registry

@@ -143,7 +143,7 @@ class SqlCandidatePool:
 
 
 class Sampler:
-    """Kept in ``app.extensions["sampler"]``; strategies come from the loaded app."""
+    """Kept in ``Services.sampler``; strategies come from the loaded app."""
 
     def __init__(self, db: Database, datastore: Datastore, lease_seconds: int) -> None:
         self.db, self.datastore, self.lease_seconds = db, datastore, lease_seconds

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server.database import Database
 from server.datastore.files import write_stream
@@ -29,7 +30,7 @@ def safe_name(filename: str | None, default: str = "image.nii.gz") -> str:
 
 
 class SessionStore:
-    """Kept in ``app.extensions["sessions"]``; files live in ``<data>/sessions/<id>/``."""
+    """Kept in ``Services.sessions``; files live in ``<data>/sessions/<id>/``."""
 
     def __init__(self, db: Database, root: Path, default_expiry: int, max_expiry: int) -> None:
         self.db, self.root = db, root
@@ -132,7 +133,7 @@ class SessionStore:
     def stop(self) -> None:
         self._stop.set()
 
-    def _row(self, s: Any, sid: str) -> SessionRow:
+    def _row(self, s: Session, sid: str) -> SessionRow:
         row = s.get(SessionRow, sid) if sid and len(sid) <= 64 else None
         if row is None or row.expires_at < time.time():
             raise NotFound(f"Session ({sid}) Not Found")

@@ -43,7 +43,8 @@ def _matrix(x: Embeddings) -> np.ndarray:
 def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Euclidean distances (len(x), len(y))."""
     sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
-    return np.sqrt(np.maximum(sq, 0.0))
+    distances: np.ndarray = np.sqrt(np.maximum(sq, 0.0))
+    return distances
 
 
 def k_center_greedy(

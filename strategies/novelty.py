@@ -64,7 +64,8 @@ def reconstruction_error(model: torch.nn.Module, image: torch.Tensor) -> torch.T
     """(B, C, *spatial) -> (B,) mean squared reconstruction error, in eval mode without gradients."""
     with evaluating(model):
         recon = model(image)
-    return ((recon - image) ** 2).flatten(1).mean(dim=1)
+    error: torch.Tensor = ((recon - image) ** 2).flatten(1).mean(dim=1)
+    return error
 
 
 class NoveltyScoring(ScoringMethod):

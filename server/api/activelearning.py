@@ -4,20 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from server.api.common import app_spec, body_params, sampler
+from server.api.common import body_params, services
+from server.api.openapi import Operation, json_reply, operation
+from server.api.schemas import NextSampleBody, NextSampleReply
 
 bp = Blueprint("activelearning", __name__)
 
 
 @bp.post("/activelearning/<strategy>")
-def next_sample(strategy: str) -> Any:
+@operation(
+    Operation(
+        "Lease the next study to annotate, picked by a strategy ({} when none is left)",
+        body=NextSampleBody,
+        replies={
+            200: json_reply(
+                "the pick (its fields at the top, the whole batch under 'batch')", NextSampleReply
+            )
+        },
+        tags=("activelearning",),
+    )
+)
+def next_sample(strategy: str) -> Response:
     params = body_params()
-    picks = sampler().next_sample(app_spec().strategies, strategy, params)
+    ctx = services()
+    picks = ctx.sampler.next_sample(ctx.spec.strategies, strategy, params)
     if not picks:
         return jsonify({})
     if "k" in params:
         # Extension: a batch. The first pick's fields stay at the top for MONAI Label clients.
-        return jsonify({**picks[0], "batch": picks})
+        reply: dict[str, Any] = {**picks[0], "batch": picks}
+        return jsonify(reply)
     return jsonify(picks[0])

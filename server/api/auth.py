@@ -1,6 +1,6 @@
 """Optional token auth, spoken through MONAI Label's ``/auth/`` flow so the clients log in unchanged.
 
-Off by default: then ``/auth/`` is not mounted (404) and clients skip login, as with MONAI Label. With
+Off by default: then ``/auth/`` answers 404 and clients skip login, as with MONAI Label. With
 ``LABELLOOP_API_TOKEN`` set, ``GET /auth/`` says enabled, ``POST /auth/token`` trades a username and
 that token (as the password) for a bearer token, and every other request must carry it.
 """
@@ -12,10 +12,13 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
-from server.api.common import settings
+from server.api.common import services
+from server.api.openapi import Operation, json_reply, operation
+from server.errors import NotFound
 
 bp = Blueprint("auth", __name__)
 OPEN_PATHS = ("/", "/auth/", "/auth", "/auth/token")
+TAGS = ("auth",)
 
 
 def _token_ok(header: str | None, token: str) -> bool:
@@ -32,9 +35,8 @@ def _unauthorized(detail: str) -> Response:
     return resp
 
 
-def init_app(app: Flask, token: str) -> None:
-    """Mount ``/auth/`` and check every request's bearer token."""
-    app.register_blueprint(bp)
+def install(app: Flask, token: str) -> None:
+    """Every request but the open paths needs ``Authorization: Bearer <token>``."""
 
     @app.before_request
     def _check_token() -> Response | None:
@@ -45,14 +47,35 @@ def init_app(app: Flask, token: str) -> None:
         return None
 
 
+def _token() -> str:
+    token = services().settings.api_token
+    if not token:
+        raise NotFound("authentication is off on this server")
+    return token
+
+
 @bp.get("/auth/")
+@operation(
+    Operation(
+        "Whether login is needed (404 when auth is off)", replies={200: json_reply("enabled")}, tags=TAGS
+    )
+)
 def auth_info() -> Any:
+    _token()
     return jsonify({"enabled": True, "client_id": "labelloop", "realm": "labelloop"})
 
 
 @bp.post("/auth/token")
+@operation(
+    Operation(
+        "Trade a username and the server's token (as password) for a bearer token",
+        form={"username": {"type": "string"}, "password": {"type": "string"}},
+        replies={200: json_reply("access_token and token_type")},
+        tags=TAGS,
+    )
+)
 def auth_token() -> Any:
-    token = settings().api_token
+    token = _token()
     username = request.form.get("username", "")
     password = request.form.get("password", "")
     if not username or not hmac.compare_digest(password.encode(), token.encode()):
@@ -61,5 +84,7 @@ def auth_token() -> Any:
 
 
 @bp.get("/auth/token/valid")
+@operation(Operation("The logged-in user", replies={200: json_reply("the user")}, tags=TAGS))
 def auth_valid() -> Any:
+    _token()
     return jsonify({"username": "labelloop", "email": "", "name": "labelloop", "roles": ["monailabel-admin"]})

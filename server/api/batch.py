@@ -4,32 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from server.api.common import app_spec, body_params, query_bool
-from server.api.train import RUN_SYNC_TIMEOUT_SECONDS, jobs
+from server.api.common import body_params, parse_query
+from server.api.jobs import jobs, start, start_operation, status, status_operation, stop_operation
+from server.api.openapi import operation
+from server.api.requests import BatchInferQuery
 
 bp = Blueprint("batch", __name__)
 
 
 @bp.get("/batch/infer")
-def status() -> Any:
-    return jsonify(
-        jobs().status(
-            "batch_infer", all_tasks=query_bool("all"), check_if_running=query_bool("check_if_running")
-        )
-    )
+@operation(status_operation("batch inference"))
+def batch_status() -> Any:
+    return jsonify(status("batch_infer"))
 
 
 @bp.post("/batch/infer/<model>")
-def start(model: str) -> Any:
-    images = request.args.get("images") or "all"
-    task = jobs().start_batch_infer(app_spec(), model, images, body_params(), enqueue=query_bool("enqueue"))
-    if query_bool("run_sync"):
-        task = jobs().wait(task["id"], RUN_SYNC_TIMEOUT_SECONDS)
-    return jsonify(task)
+@operation(
+    start_operation(
+        "Run a model over all, the labeled or the unlabeled studies", BatchInferQuery, {"type": "object"}
+    )
+)
+def batch_start(model: str) -> Any:
+    q = parse_query(BatchInferQuery)
+    return jsonify(start("batch_infer", model, {**body_params(), "images": q.images}, q))
 
 
 @bp.delete("/batch/infer")
-def stop() -> Any:
+@operation(stop_operation("batch inference"))
+def batch_stop() -> Any:
     return jsonify(jobs().stop("batch_infer"))

@@ -5,37 +5,47 @@ from __future__ import annotations
 import json
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from flask import Response, current_app, request, send_file
+from flask import Flask, Response, current_app, request, send_file
+from pydantic import BaseModel, ValidationError
 
-from server.appspec import AppSpec
-from server.datastore.store import Datastore
 from server.errors import Unprocessable
-from server.sampling import Sampler
-from server.sessions import SessionStore
-from server.settings import Settings
+from server.services import Services
+
+SERVICES_KEY = "labelloop"
+M = TypeVar("M", bound=BaseModel)
 
 
-def settings() -> Settings:
-    return current_app.extensions["settings"]
+def services_of(app: Flask) -> Services:
+    """The app's services (``create_app`` puts them there; routes use :func:`services`)."""
+    found = app.extensions[SERVICES_KEY]
+    assert isinstance(found, Services)
+    return found
 
 
-def datastore() -> Datastore:
-    return current_app.extensions["datastore"]
+def services() -> Services:
+    """The services of the app serving this request: the one typed way a route reaches them."""
+    return services_of(current_app)
 
 
-def sampler() -> Sampler:
-    return current_app.extensions["sampler"]
+def parse_query(model: type[M]) -> M:
+    """The query string as ``model``: empty values count as absent; a wrong value is a 422 that names
+    the parameter and the reason."""
+    values = {k: v for k, v in request.args.items() if v != ""}
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise Unprocessable(describe(exc, "query parameter")) from None
 
 
-def sessions() -> SessionStore:
-    return current_app.extensions["sessions"]
-
-
-def app_spec() -> AppSpec:
-    return current_app.extensions["labelloop_app"]
+def describe(exc: ValidationError, what: str) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{what} '{name}': {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def parse_json(text: str | bytes | None, what: str) -> dict[str, Any]:
@@ -59,27 +69,6 @@ def form_params(field: str = "params") -> dict[str, Any]:
 
 def body_params() -> dict[str, Any]:
     return parse_json(request.get_data(cache=True), "request body")
-
-
-def query_bool(name: str, default: bool = False) -> bool:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise Unprocessable(f"query parameter '{name}' must be a boolean, got {raw!r}")
-
-
-def query_int(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise Unprocessable(f"query parameter '{name}' must be an integer, got {raw!r}") from exc
 
 
 def require_file(field: str) -> Any:

@@ -10,46 +10,74 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from server.api.common import (
-    datastore,
-    download,
-    form_params,
-    parse_json,
-    query_int,
-    require_file,
+from server.api.common import download, form_params, parse_json, parse_query, require_file, services
+from server.api.openapi import BINARY, JSON_TEXT, Operation, Reply, file_reply, json_reply, operation
+from server.api.requests import (
+    DatasetQuery,
+    IdQuery,
+    ImageDownloadQuery,
+    ImageQuery,
+    LabelIdQuery,
+    LabelQuery,
+    LabelSaveQuery,
+    ListingQuery,
 )
+from server.api.schemas import Empty, ImageReply
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, split_ext, upload_ext
+from server.datastore.store import Datastore
 from server.datastore.volumes import bin_to_nifti, read_header
 from server.errors import BadRequest, NotFound, Unprocessable
 
 bp = Blueprint("datastore", __name__)
+TAGS = ("datastore",)
+UPLOAD = {"file": BINARY, "params": JSON_TEXT}
+INFO_FORM = {"info": JSON_TEXT}
+JSON_OBJECT = {"type": "object"}
+
+
+def datastore() -> Datastore:
+    return services().datastore
 
 
 @bp.get("/datastore/")
+@operation(
+    Operation(
+        "The datastore: stats, every image with its labels (all), the training pairs (train), or a page",
+        query=ListingQuery,
+        replies={200: json_reply("stats, the listing, the training list or a page")},
+        tags=TAGS,
+    )
+)
 def listing() -> Any:
-    output = request.args.get("output", "stats")
+    q = parse_query(ListingQuery)
     ds = datastore()
-    if output == "stats":
-        return jsonify(ds.stats())
-    if output == "all":
+    if q.output == "all":
         return jsonify(ds.listing_all())
-    if output == "train":
+    if q.output == "train":
         return jsonify(ds.train_list())
-    if output == "page":
-        completed_arg = request.args.get("completed")
-        completed = None if completed_arg in (None, "") else completed_arg.lower() in ("1", "true", "yes")
-        return jsonify(ds.page(request.args.get("after"), query_int("limit", 100), completed))
-    raise Unprocessable(f"output must be one of stats, all, train, page; got {output!r}")
+    if q.output == "page":
+        return jsonify(ds.page(q.after, q.limit, q.completed))
+    return jsonify(ds.stats())
 
 
 @bp.put("/datastore/")
 @bp.put("/datastore/image")
+@operation(
+    Operation(
+        "Add an image (NIfTI, NRRD, ...); its id is ?image= or the file name without extension",
+        query=ImageQuery,
+        form=UPLOAD,
+        form_required=("file",),
+        replies={200: json_reply("the new image's id", ImageReply)},
+        tags=TAGS,
+    )
+)
 def upload_image() -> Any:
     storage = require_file("file")
     params = form_params()
     filename = Path(storage.filename or "").name
     ext = upload_ext(filename, IMAGE_EXTS)
-    image_id = request.args.get("image") or (split_ext(filename, IMAGE_EXTS) or ("", ""))[0]
+    image_id = parse_query(ImageQuery).image or (split_ext(filename, IMAGE_EXTS) or ("", ""))[0]
     check_id(image_id)
     ds = datastore()
     tmp = ds.temp_for_image(ext)
@@ -61,40 +89,79 @@ def upload_image() -> Any:
 
 @bp.delete("/datastore/")
 @bp.delete("/datastore/image")
+@operation(
+    Operation(
+        "Delete an image and its labels", query=IdQuery, replies={200: json_reply("{}", Empty)}, tags=TAGS
+    )
+)
 def delete_image() -> Any:
-    datastore().delete_image(check_id(request.args.get("id")))
+    datastore().delete_image(check_id(parse_query(IdQuery).id))
     return jsonify({})
 
 
 @bp.get("/datastore/image")
+@operation(
+    Operation(
+        "Download an image",
+        query=ImageDownloadQuery,
+        replies={200: file_reply("the image file", "*/*")},
+        tags=TAGS,
+    )
+)
 def get_image() -> Any:
-    image_id = check_id(request.args.get("image"))
+    q = parse_query(ImageDownloadQuery)
+    image_id = check_id(q.image)
     stored = datastore().get_image(image_id)
-    check_sum = request.args.get("check_sum")
+    check_sum = q.check_sum
     if check_sum and not _checksum_matches(stored.path, check_sum):
         raise NotFound(f"Image {image_id} does not match check_sum")
     return download(stored.path, stored.name)
 
 
 @bp.get("/datastore/image/info")
+@operation(
+    Operation(
+        "An image's info", query=ImageQuery, replies={200: json_reply("the info", JSON_OBJECT)}, tags=TAGS
+    )
+)
 def get_image_info() -> Any:
-    return jsonify(datastore().image_info(check_id(request.args.get("image"))))
+    return jsonify(datastore().image_info(check_id(parse_query(ImageQuery).image)))
 
 
 @bp.put("/datastore/image/info")
+@operation(
+    Operation(
+        "Merge keys into an image's info",
+        query=ImageQuery,
+        form=INFO_FORM,
+        replies={200: json_reply("the info", JSON_OBJECT)},
+        tags=TAGS,
+    )
+)
 def put_image_info() -> Any:
-    image_id = check_id(request.args.get("image"))
+    image_id = check_id(parse_query(ImageQuery).image)
     info = parse_json(request.form.get("info"), "form field 'info'")
     return jsonify(datastore().update_image_info(image_id, info))
 
 
 @bp.put("/datastore/label")
+@operation(
+    Operation(
+        "Save a label of an image (NIfTI, NRRD, or OHIF's raw .bin voxels) under a tag (default final)",
+        query=LabelSaveQuery,
+        form={"label": BINARY, "params": JSON_TEXT},
+        form_required=("label",),
+        replies={200: json_reply("the saved label's id and info", JSON_OBJECT)},
+        tags=TAGS,
+    )
+)
 def save_label() -> Any:
-    image_id = request.args.get("image")
+    q = parse_query(LabelSaveQuery)
+    image_id = q.image
     if not image_id:
         raise Unprocessable("query parameter 'image' is required")
     check_id(image_id)
-    tag = check_tag(request.args.get("tag") or "final")
+    tag = check_tag(q.tag or "final")
     storage = require_file("label")
     params = form_params()
     ds = datastore()
@@ -118,49 +185,105 @@ def save_label() -> Any:
 
 
 @bp.delete("/datastore/label")
+@operation(
+    Operation(
+        "Delete an image's label of a tag",
+        query=LabelIdQuery,
+        replies={200: json_reply("{}", Empty)},
+        tags=TAGS,
+    )
+)
 def delete_label() -> Any:
-    datastore().delete_label(check_id(request.args.get("id")), check_tag(request.args.get("tag")))
+    q = parse_query(LabelIdQuery)
+    datastore().delete_label(check_id(q.id), check_tag(q.tag))
     return jsonify({})
 
 
 @bp.route("/datastore/label", methods=["GET", "HEAD"])
+@operation(
+    Operation(
+        "Download a label by label id and tag",
+        query=LabelQuery,
+        replies={200: file_reply("the label file", "*/*")},
+        tags=TAGS,
+        methods=("GET",),
+    ),
+    Operation(
+        "Is there a label of this tag for ?image=",
+        query=LabelQuery,
+        replies={200: Reply("there is")},
+        tags=TAGS,
+        methods=("HEAD",),
+    ),
+)
 def get_label() -> Any:
-    tag = check_tag(request.args.get("tag"))
+    q = parse_query(LabelQuery)
+    tag = check_tag(q.tag)
     if request.method == "HEAD":
         # HEAD asks "is there a label?" by image id (GET downloads it by label id).
-        exists = datastore().label_exists(check_id(request.args.get("image")), tag)
-        return Response(status=200 if exists else 404)
-    stored = datastore().get_label(check_id(request.args.get("label"), "label"), tag)
+        exists = datastore().label_exists(check_id(q.image), tag)
+        return Response(status=200 if exists else 404, mimetype="application/json")  # no body
+    stored = datastore().get_label(check_id(q.label, "label"), tag)
     return download(stored.path, stored.name)
 
 
 @bp.get("/datastore/label/info")
-def get_label_info() -> Any:
-    return jsonify(
-        datastore().label_info(
-            check_id(request.args.get("label"), "label"), check_tag(request.args.get("tag"))
-        )
+@operation(
+    Operation(
+        "A label's info", query=LabelQuery, replies={200: json_reply("the info", JSON_OBJECT)}, tags=TAGS
     )
+)
+def get_label_info() -> Any:
+    q = parse_query(LabelQuery)
+    return jsonify(datastore().label_info(check_id(q.label, "label"), check_tag(q.tag)))
 
 
 @bp.put("/datastore/label/info")
+@operation(
+    Operation(
+        "Merge keys into a label's info (review state: segmentationMeta)",
+        query=LabelQuery,
+        form=INFO_FORM,
+        replies={200: json_reply("the info", JSON_OBJECT)},
+        tags=TAGS,
+    )
+)
 def put_label_info() -> Any:
-    label_id = check_id(request.args.get("label"), "label")
+    q = parse_query(LabelQuery)
+    label_id = check_id(q.label, "label")
     info = parse_json(request.form.get("info"), "form field 'info'")
-    return jsonify(datastore().update_label_info(label_id, check_tag(request.args.get("tag")), info))
+    return jsonify(datastore().update_label_info(label_id, check_tag(q.tag), info))
 
 
 @bp.put("/datastore/updatelabelinfo")
+@operation(
+    Operation(
+        "MONAI Label's older label info update (form field params)",
+        query=LabelQuery,
+        form={"params": JSON_TEXT},
+        replies={200: json_reply("null", {"type": "null"})},
+        tags=TAGS,
+    )
+)
 def update_label_info() -> Any:
-    label_id = check_id(request.args.get("label"), "label")
+    q = parse_query(LabelQuery)
+    label_id = check_id(q.label, "label")
     info = form_params()
-    datastore().update_label_info(label_id, check_tag(request.args.get("tag")), info)
+    datastore().update_label_info(label_id, check_tag(q.tag), info)
     return jsonify(None)
 
 
 @bp.get("/datastore/dataset")
+@operation(
+    Operation(
+        "The final labels and their images as a zip",
+        query=DatasetQuery,
+        replies={200: file_reply("dataset.zip", "application/zip")},
+        tags=TAGS,
+    )
+)
 def dataset() -> Any:
-    limit = query_int("limit_cases", 0)
+    limit = parse_query(DatasetQuery).limit_cases
     pairs = datastore().train_list()
     if limit > 0:
         pairs = pairs[:limit]

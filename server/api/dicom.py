@@ -1,45 +1,77 @@
 """``/dicom/``: the DICOM side (an extension): listener and queue status, the series catalogue
-(received by C-STORE or known from DICOMweb), a priority fetch, a QIDO refresh, SEG export jobs."""
+(received by C-STORE or known from DICOMweb), a priority fetch, a QIDO refresh, SEG export jobs.
+Every route is a 404 when no listener port or DICOMweb source is configured."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify
 
-from server.api.common import query_int
+from server.api.common import parse_query, services
+from server.api.openapi import Operation, json_reply, operation
+from server.api.requests import SeriesQuery
 from server.dicom.service import DicomService
+from server.errors import NotFound
 
 bp = Blueprint("dicom", __name__)
+TAGS = ("dicom",)
 
 
 def dicom() -> DicomService:
-    return current_app.extensions["dicom"]
+    service = services().dicom
+    if service is None:
+        raise NotFound("DICOM is not configured (--dicom-port or --dicomweb)")
+    return service
 
 
 @bp.get("/dicom/")
+@operation(
+    Operation(
+        "Listener, DICOMweb source, series by state and SEG exports",
+        replies={200: json_reply("the status")},
+        tags=TAGS,
+    )
+)
 def status() -> Any:
     return jsonify(dicom().status())
 
 
 @bp.get("/dicom/series")
-def series_list() -> Any:
-    args = request.args
-    return jsonify(
-        dicom().list_series(args.get("state"), args.get("source"), args.get("after"), query_int("limit", 100))
+@operation(
+    Operation(
+        "The series catalogue, paged by series UID",
+        query=SeriesQuery,
+        replies={200: json_reply("a page of series")},
+        tags=TAGS,
     )
+)
+def series_list() -> Any:
+    q = parse_query(SeriesQuery)
+    return jsonify(dicom().list_series(q.state, q.source, q.after, q.limit))
 
 
 @bp.get("/dicom/series/<uid>")
+@operation(Operation("One series with its SEG exports", replies={200: json_reply("the series")}, tags=TAGS))
 def series(uid: str) -> Any:
     return jsonify(dicom().series(uid))
 
 
 @bp.post("/dicom/series/<uid>/fetch")
+@operation(
+    Operation("Fetch a DICOMweb series first", replies={202: json_reply("the series, queued")}, tags=TAGS)
+)
 def fetch(uid: str) -> Any:
     return jsonify(dicom().request_fetch(uid)), 202
 
 
 @bp.post("/dicom/sync")
+@operation(
+    Operation(
+        "Refresh the catalogue from the DICOMweb source (QIDO)",
+        replies={202: json_reply("queued")},
+        tags=TAGS,
+    )
+)
 def sync() -> Any:
     return jsonify(dicom().request_sync()), 202

@@ -6,9 +6,11 @@ import json
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
-from server.api.common import content_disposition, form_params
+from server.api.common import content_disposition, form_params, parse_query, services
+from server.api.openapi import BINARY, JSON_TEXT, Operation, Reply, operation
+from server.api.requests import InferQuery
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, upload_ext
 from server.inference.request import InferResult
 from server.inference.service import InferenceService, InferSource
@@ -17,18 +19,35 @@ bp = Blueprint("infer", __name__)
 
 
 def inference() -> InferenceService:
-    return current_app.extensions["inference"]
+    return services().inference
 
 
 @bp.post("/infer/<model>")
+@operation(
+    Operation(
+        "Run a model on a datastore image (?image=), a session (?session_id=) or an uploaded file",
+        query=InferQuery,
+        form={"file": BINARY, "label": BINARY, "params": JSON_TEXT},
+        replies={
+            200: Reply(
+                "output=all: multipart (params JSON, then the result file); image: the file; json: params",
+                {
+                    "multipart/form-data": {"type": "object"},
+                    "application/octet-stream": BINARY,
+                    "application/json": {},
+                },
+            )
+        },
+        tags=("infer",),
+    )
+)
 def infer(model: str) -> Any:
     service = inference()
-    output = request.args.get("output") or "all"
+    q = parse_query(InferQuery)
+    output = q.output or "all"
     params = form_params()
     with service.workspace() as workdir:
-        source = InferSource(
-            image_id=request.args.get("image") or None, session_id=request.args.get("session_id") or None
-        )
+        source = InferSource(image_id=q.image or None, session_id=q.session_id or None)
         upload = request.files.get("file")
         if upload is not None and not source.session_id:
             source.file_ext = upload_ext(upload.filename, IMAGE_EXTS)

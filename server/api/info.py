@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from server.api.common import app_spec, datastore
+from server.api.common import services
+from server.api.openapi import Operation, json_reply, operation
+from server.api.schemas import InfoReply
 
 bp = Blueprint("info", __name__)
 
 
 def build_info() -> dict[str, Any]:
-    spec = app_spec()
+    ctx = services()
+    spec = ctx.spec
     models = {}
     for name, m in spec.models.items():
         entry: dict[str, Any] = {
@@ -22,15 +25,10 @@ def build_info() -> dict[str, Any]:
             "description": m.description,
             "config": m.config,
         }
-        describe = getattr(m.task, "describe", None)
-        if callable(describe):
-            entry.update(describe())
+        if m.task is not None:
+            entry.update(m.task.describe())
         models[name] = entry
     trainers = {n: {"description": t.description, "config": t.config} for n, t in spec.trainers.items()}
-    train_stats: dict[str, Any] = {}
-    stats_fn = current_app.extensions.get("train_stats")
-    if callable(stats_fn):
-        train_stats = stats_fn()
     # No top-level "config" key: 3D Slicer refuses a server that sends one.
     return {
         "name": spec.name,
@@ -41,11 +39,18 @@ def build_info() -> dict[str, Any]:
         "trainers": trainers,
         "strategies": {n: {"description": s.description} for n, s in spec.strategies.items()},
         "scoring": {n: {"description": s.description} for n, s in spec.scoring.items()},
-        "train_stats": train_stats,
-        "datastore": datastore().stats(),
+        "train_stats": ctx.jobs.train_stats(spec.trainers),
+        "datastore": ctx.datastore.stats(),
     }
 
 
 @bp.get("/info/")
-def info() -> Any:
+@operation(
+    Operation(
+        "The app: models, trainers, strategies, scoring, train stats, datastore stats",
+        replies={200: json_reply("the app", InfoReply)},
+        tags=("info",),
+    )
+)
+def info() -> Response:
     return jsonify(build_info())

@@ -11,35 +11,53 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from server.api.common import query_bool, query_int, settings
+from server.api.common import parse_query, services
+from server.api.openapi import Operation, Reply, operation
+from server.api.requests import LogsQuery
 from server.errors import NotFound
 
 bp = Blueprint("logs", __name__)
+TEXT = {"type": "string"}
 
 
 def log_file() -> Path:
-    return settings().data / "logs" / "app.log"
+    return services().settings.data / "logs" / "app.log"
 
 
 @bp.get("/logs/")
+@operation(
+    Operation(
+        "The last lines of the server log, as a page or plain text",
+        query=LogsQuery,
+        replies={200: Reply("the log", {"text/html": TEXT, "text/plain": TEXT})},
+        tags=("logs",),
+    )
+)
 def logs() -> Any:
-    lines = max(1, min(query_int("lines", 300), 100_000))
+    q = parse_query(LogsQuery)
+    lines = max(1, min(q.lines, 100_000))
     path = log_file()
     tail: deque[str] = deque(maxlen=lines)
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as f:
             tail.extend(f)
     text = "".join(tail)
-    if query_bool("text") or not query_bool("html", True):
+    if q.text or not q.html:
         return Response(text, mimetype="text/plain")
-    refresh = query_int("refresh", 0)
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else ""
+    meta = f'<meta http-equiv="refresh" content="{q.refresh}">' if q.refresh > 0 else ""
     body = f"<pre>{html.escape(text)}</pre>"
     page = f"<html><head>{meta}<title>labelloop logs</title></head><body>{body}</body></html>"
     return Response(page, mimetype="text/html")
 
 
 @bp.get("/logs/gpu")
+@operation(
+    Operation(
+        "nvidia-smi's output (404 without a GPU)",
+        replies={200: Reply("its output", {"text/plain": TEXT})},
+        tags=("logs",),
+    )
+)
 def gpu() -> Any:
     exe = shutil.which("nvidia-smi")
     if exe is None:

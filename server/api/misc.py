@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, jsonify
 
 from server import __version__
+from server.api.openapi import Operation, Reply, json_reply, operation
+from server.api.schemas import Empty
 
 bp = Blueprint("misc", __name__)
 
 
 @bp.get("/")
-def home() -> Any:
+@operation(
+    Operation(
+        "A page that says the server is up (the Reviewer plugin connects with it)",
+        replies={200: Reply("page", {"text/html": {"type": "string"}})},
+        tags=("info",),
+    )
+)
+def home() -> Response:
     page = (
         "<html><head><title>labelloop</title></head><body>"
         f"<h1>labelloop {__version__}</h1><p>MONAI Label-compatible annotation server. "
-        'See <a href="info/">/info/</a>.</p></body></html>'
+        'See <a href="info/">/info/</a> and the API at <a href="docs/">/docs/</a>.</p></body></html>'
     )
     return Response(page, mimetype="text/html")
 
 
 @bp.post("/reload")
-def reload() -> Any:
+@operation(
+    Operation(
+        "MONAI Label's app reload (nothing to reload here)",
+        replies={200: json_reply("{}", Empty)},
+        tags=("info",),
+    )
+)
+def reload() -> Response:
     return jsonify({})

@@ -8,22 +8,41 @@ from flask import Blueprint, jsonify
 
 from server.api.common import download, form_params, require_file
 from server.api.infer import inference
+from server.api.openapi import BINARY, JSON_TEXT, Operation, file_reply, json_reply, operation
 
 bp = Blueprint("model", __name__)
+TAGS = ("model",)
 
 
 @bp.get("/model/info/<name>")
+@operation(
+    Operation("The model's current version and its metrics", replies={200: json_reply("the info")}, tags=TAGS)
+)
 def model_info(name: str) -> Any:
     return jsonify(inference().model_info(name))
 
 
 @bp.get("/model/<name>")
+@operation(
+    Operation(
+        "Download the model's current weights", replies={200: file_reply("the checkpoint", "*/*")}, tags=TAGS
+    )
+)
 def get_model(name: str) -> Any:
     path, filename = inference().weights_file(name)
     return download(path, filename)
 
 
 @bp.put("/model/<name>")
+@operation(
+    Operation(
+        "Publish a checkpoint as the model's next version (checked to load into its network)",
+        form={"file": BINARY, "params": JSON_TEXT},
+        form_required=("file",),
+        replies={200: json_reply("the new version's info")},
+        tags=TAGS,
+    )
+)
 def put_model(name: str) -> Any:
     storage = require_file("file")
     params = form_params()
@@ -37,6 +56,11 @@ def put_model(name: str) -> Any:
 
 
 @bp.delete("/model/<name>")
+@operation(
+    Operation(
+        "Retire the model's current version", replies={200: json_reply("the retired version")}, tags=TAGS
+    )
+)
 def delete_model(name: str) -> Any:
     retired = inference().delete(name)
     return jsonify({"deleted": retired.version, **inference().weights_info(name)})

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
+from server.api.common import services
+from server.api.openapi import Operation, file_reply, operation
 from server.dicom.proxy import DicomWebProxy
 from server.errors import NotFound
 
@@ -14,13 +16,20 @@ bp = Blueprint("proxy", __name__)
 
 
 def proxy() -> DicomWebProxy:
-    service = current_app.extensions.get("dicom")
+    service = services().dicom
     if service is None or service.proxy is None:
         raise NotFound("no DICOMweb source is configured (--studies http://host:8042/dicom-web)")
     return service.proxy
 
 
 @bp.route("/proxy/dicom/<path:path>", methods=["GET", "POST"])
+@operation(
+    Operation(
+        "The DICOMweb source relayed (QIDO, WADO, STOW); 404 when none is configured",
+        replies={200: file_reply("the source's reply", "*/*")},
+        tags=("dicom",),
+    )
+)
 def dicom(path: str) -> Any:
     body = request.stream if request.method == "POST" else None
     sent = dict(request.headers)

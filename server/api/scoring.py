@@ -6,35 +6,34 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from server.api.common import app_spec, body_params, query_bool
-from server.api.train import RUN_SYNC_TIMEOUT_SECONDS, jobs
+from server.api.common import body_params, parse_query
+from server.api.jobs import jobs, start, start_operation, status, status_operation, stop_operation
+from server.api.openapi import operation
+from server.api.requests import JobStartQuery
 
 bp = Blueprint("scoring", __name__)
+SCORING_BODY = {"type": "object", "properties": {"model": {"type": "string"}}}
 
 
 @bp.get("/scoring/")
-def status() -> Any:
-    return jsonify(
-        jobs().status("scoring", all_tasks=query_bool("all"), check_if_running=query_bool("check_if_running"))
-    )
+@operation(status_operation("scoring"))
+def scoring_status() -> Any:
+    return jsonify(status("scoring"))
 
 
 @bp.post("/scoring/")
-def start_all() -> Any:
-    task = jobs().start_scoring(app_spec(), None, body_params(), enqueue=query_bool("enqueue"))
-    return jsonify(_maybe_wait(task))
+@operation(start_operation("Score the unlabelled studies with every scoring method", body=SCORING_BODY))
+def scoring_start_all() -> Any:
+    return jsonify(start("scoring", None, body_params(), parse_query(JobStartQuery)))
 
 
 @bp.post("/scoring/<method>")
-def start(method: str) -> Any:
-    task = jobs().start_scoring(app_spec(), method, body_params(), enqueue=query_bool("enqueue"))
-    return jsonify(_maybe_wait(task))
+@operation(start_operation("Score the unlabelled studies with one scoring method", body=SCORING_BODY))
+def scoring_start(method: str) -> Any:
+    return jsonify(start("scoring", method, body_params(), parse_query(JobStartQuery)))
 
 
 @bp.delete("/scoring/")
-def stop() -> Any:
+@operation(stop_operation("scoring"))
+def scoring_stop() -> Any:
     return jsonify(jobs().stop("scoring"))
-
-
-def _maybe_wait(task: dict[str, Any]) -> dict[str, Any]:
-    return jobs().wait(task["id"], RUN_SYNC_TIMEOUT_SECONDS) if query_bool("run_sync") else task

@@ -1,44 +1,52 @@
-"""``/train/``: start, watch and stop training jobs (MONAI Label's contract; the logic is in JobService)."""
+"""``/train/``: start, watch and stop training jobs (MONAI Label's contract)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
-from server.api.common import app_spec, body_params, query_bool
-from server.jobs.service import JobService
+from server.api.common import body_params, parse_query, services
+from server.api.jobs import jobs, start, start_operation, status, status_operation, stop_operation
+from server.api.openapi import Operation, json_reply, operation
+from server.api.requests import JobStartQuery
+from server.api.schemas import TrainBody
 
 bp = Blueprint("train", __name__)
 
-RUN_SYNC_TIMEOUT_SECONDS = 24 * 3600.0
-
-
-def jobs() -> JobService:
-    return current_app.extensions["jobs"]
-
 
 @bp.get("/train/")
-def status() -> Any:
-    return jsonify(
-        jobs().status("train", all_tasks=query_bool("all"), check_if_running=query_bool("check_if_running"))
-    )
+@operation(status_operation("training"))
+def train_status() -> Any:
+    return jsonify(status("train"))
 
 
 @bp.post("/train/<model>")
-def start(model: str) -> Any:
-    task = jobs().start_train(app_spec(), model, body_params(), enqueue=query_bool("enqueue"))
-    if query_bool("run_sync"):
-        task = jobs().wait(task["id"], RUN_SYNC_TIMEOUT_SECONDS)
-    return jsonify(task)
+@operation(
+    start_operation(
+        "Train a trainer on the final labels (429 while one runs, unless enqueue)", body=TrainBody
+    )
+)
+def train_start(model: str) -> Any:
+    return jsonify(start("train", model, body_params(), parse_query(JobStartQuery)))
 
 
 @bp.post("/train/")
-def start_all() -> Any:
-    """OHIF's form: ``{<model>: {overrides}}``; every trainer is started (or answered busy)."""
-    return jsonify(jobs().start_all_trainers(app_spec(), body_params(), enqueue=query_bool("enqueue")))
+@operation(
+    Operation(
+        "OHIF's form: {<trainer>: {overrides}}; every trainer is started (or answered busy)",
+        query=JobStartQuery,
+        body={"type": "object", "additionalProperties": {"type": "object"}},
+        replies={200: json_reply("per trainer: {result: task or null, detail}")},
+        tags=("jobs",),
+    )
+)
+def train_start_all() -> Any:
+    q = parse_query(JobStartQuery)
+    return jsonify(jobs().start_all_trainers(services().spec, body_params(), enqueue=q.enqueue))
 
 
 @bp.delete("/train/")
-def stop() -> Any:
+@operation(stop_operation("training"))
+def train_stop() -> Any:
     return jsonify(jobs().stop("train"))

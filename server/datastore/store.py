@@ -37,7 +37,7 @@ class StoredFile:
 
 
 class Datastore:
-    """Images, labels and their info. Kept in ``app.extensions["datastore"]``."""
+    """Images, labels and their info. Kept in ``Services.datastore``."""
 
     def __init__(self, db: Database, studies: Path) -> None:
         self.db = db

@@ -6,6 +6,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import nrrd
@@ -61,7 +62,7 @@ def check_volume(path: Path, ext: str) -> VolumeHeader:
     return VolumeHeader(tuple(int(s) for s in data.shape), affine)
 
 
-def _nrrd_affine(header: dict) -> np.ndarray:
+def _nrrd_affine(header: dict[str, Any]) -> np.ndarray:
     dims = int(header.get("dimension", len(header.get("sizes", []))))
     affine = np.eye(4)
     directions = header.get("space directions")

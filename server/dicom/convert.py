@@ -54,7 +54,8 @@ class Volume:
 
     @property
     def affine_ras(self) -> np.ndarray:
-        return LPS_TO_RAS @ self.affine_lps
+        affine: np.ndarray = LPS_TO_RAS @ self.affine_lps
+        return affine
 
     @property
     def spacing(self) -> tuple[float, float, float]:

@@ -1,13 +1,11 @@
 """``DicomService``: the Storage SCP, the series converter, the DICOMweb prefetcher and the SEG exporter,
-wired from the settings and kept in ``app.extensions["dicom"]``. Each worker is a thread it owns."""
+wired from the settings (by :func:`server.services.build_services`). Each worker is a thread it owns."""
 
 from __future__ import annotations
 
-import atexit
 import logging
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import func, select, update
 
 from server.appspec import AppSpec
@@ -28,34 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class DicomService:
-    def __init__(self) -> None:
-        self.db: Database | None = None
-        self.incoming: IncomingStore | None = None
-        self.converter: SeriesConverter | None = None
-        self.scp: StorageSCP | None = None
-        self.source: DicomWebSource | None = None
-        self.prefetcher: Prefetcher | None = None
-        self.proxy: DicomWebProxy | None = None  # /proxy/dicom/ for viewers
-        self.exporter: SegExporter | None = None
-        self._started = False
-
-    def init_app(self, app: Flask, *, start: bool = True) -> DicomService:
-        """Build from ``app.extensions`` (settings, db, datastore, app spec); ``start`` runs the threads."""
-        from server.api import dicom as dicom_api
-
-        settings: Settings = app.extensions["settings"]
-        db: Database = app.extensions["db"]
-        datastore: Datastore = app.extensions["datastore"]
-        spec: AppSpec = app.extensions["labelloop_app"]
+    def __init__(self, settings: Settings, db: Database, datastore: Datastore, spec: AppSpec) -> None:
+        """Build every part the settings ask for; nothing runs until :meth:`start`. The SEG exporter
+        follows the datastore's final labels once :meth:`observe` hooks it up."""
         aet = check_aet(settings.dicom_aet)
         allow = parse_allowlist(settings.dicom_allow)
         node = Node.parse(settings.dicom_export_node) if settings.dicom_export_node else None
-
         self.db = db
+        self.datastore = datastore
         self.incoming = IncomingStore(db, settings.data / "dicom")
         self.converter = SeriesConverter(
             db, self.incoming, datastore, settings.dicom_series_idle_seconds, settings.dicomweb_url
         )
+        self.scp: StorageSCP | None = None
+        self.source: DicomWebSource | None = None
+        self.prefetcher: Prefetcher | None = None
+        self.proxy: DicomWebProxy | None = None  # /proxy/dicom/ for viewers
         if settings.dicom_port > 0:
             self.incoming.batcher = IndexBatcher(self.incoming)
             self.scp = StorageSCP(
@@ -86,24 +72,21 @@ class DicomService:
             dicomweb_url=settings.dicomweb_url,
             app_labels=spec.all_labels,
         )
-        datastore.on_label_saved.append(self.exporter.on_label_saved)
-        app.extensions["dicom"] = self
-        app.register_blueprint(dicom_api.bp)
-        if start:
-            self.start()
-            atexit.register(self.stop)
-        return self
+        self._started = False
+
+    def observe(self) -> None:
+        """Export each final label saved from now on as a DICOM SEG (of a study that came from DICOM)."""
+        self.datastore.on_label_saved.append(self.exporter.on_label_saved)
 
     def start(self) -> None:
         if self._started:
             return
-        assert self.converter is not None and self.exporter is not None
         self.converter.start()
         self.exporter.start()
         if self.prefetcher is not None:
             self.prefetcher.start()
         if self.scp is not None:
-            if self.incoming is not None and self.incoming.batcher is not None:
+            if self.incoming.batcher is not None:
                 self.incoming.batcher.start()
             self.scp.start()
         self._started = True
@@ -111,37 +94,31 @@ class DicomService:
     def stop(self) -> None:
         """Stop accepting associations first, then let the workers finish their current item."""
         if not self._started:
-            if self.converter is not None:
-                self.converter.stop()  # its conversion process may run without the thread (tests)
+            self.converter.stop()  # its conversion process may run without the thread (tests)
             return
         self._started = False
         if self.scp is not None:
             self.scp.stop()
-        if self.incoming is not None and self.incoming.batcher is not None:
+        if self.incoming.batcher is not None:
             self.incoming.batcher.stop()  # after the SCP: every acknowledged instance gets its row
         for worker in (self.prefetcher, self.converter, self.exporter):
             if worker is not None:
                 worker.stop()
-        if self.incoming is not None:
-            self.incoming.close()
+        self.incoming.close()
         log.info("DICOM service stopped")
 
     # ---- what the REST layer asks ----------------------------------------------------------------
-    def _db(self) -> Database:
-        assert self.db is not None, "DicomService.init_app was not called"
-        return self.db
-
     def _settle(self, timeout: float = 5.0) -> None:
         """Commit the rows the listener has acknowledged but not indexed yet (group commit lets them
         wait up to ``linger_seconds``), so a sender that got Success finds its series here at once.
         A database that is down makes this give up after ``timeout``; the answer is then what is
         committed."""
-        batcher = self.incoming.batcher if self.incoming is not None else None
+        batcher = self.incoming.batcher
         if batcher is not None and batcher.running and batcher.backlog:
             batcher.flush(timeout)
 
     def status(self) -> dict[str, Any]:
-        with self._db().sessions() as s:
+        with self.db.sessions() as s:
             series = {
                 state: n
                 for state, n in s.execute(select(DicomSeries.state, func.count()).group_by(DicomSeries.state))
@@ -161,7 +138,7 @@ class DicomService:
             "dicomweb": None,
         }
         if self.scp is not None:
-            batcher = self.incoming.batcher if self.incoming is not None else None
+            batcher = self.incoming.batcher
             out["listener"] = {
                 "aet": self.scp.aet,
                 "host": self.scp.host,
@@ -184,7 +161,7 @@ class DicomService:
     ) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
         self._settle()
-        with self._db().sessions() as s:
+        with self.db.sessions() as s:
             q = select(DicomSeries).order_by(DicomSeries.series_uid).limit(limit + 1)
             count = select(func.count()).select_from(DicomSeries)
             if state:
@@ -206,7 +183,7 @@ class DicomService:
     def series(self, uid: str) -> dict[str, Any]:
         _check_uid(uid)
         self._settle()
-        with self._db().sessions() as s:
+        with self.db.sessions() as s:
             row = s.get(DicomSeries, uid)
             if row is None:
                 raise NotFound(f"DICOM series not found: {uid}")
@@ -222,7 +199,7 @@ class DicomService:
         _check_uid(uid)
         if self.prefetcher is None:
             raise Unavailable("no DICOMweb source is configured (--dicomweb URL)")
-        with self._db().session() as s:
+        with self.db.session() as s:
             row = s.get(DicomSeries, uid)
             if row is None:
                 raise NotFound(f"DICOM series not found: {uid}")

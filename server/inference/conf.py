@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+from server.wire import parse_bool
 
 
 def conf_bool(conf: Mapping[str, str], key: str, default: bool) -> bool:
     raw = conf.get(key)
     if raw is None or raw == "":
         return default
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ValueError(f"--conf {key} {raw!r}: expected true or false")
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise ValueError(f"--conf {key} {raw!r}: expected true or false") from None
 
 
 def conf_int(conf: Mapping[str, str], key: str, default: int, minimum: int | None = None) -> int:

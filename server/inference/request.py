@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import BadRequest
+from server.wire import parse_bool
 
 OUTPUTS = ("image", "json", "all", "dicom_seg")
 
@@ -39,24 +40,11 @@ class InferResult:
 
 
 def param_flag(params: dict[str, Any], key: str, default: bool = False) -> bool:
-    """A boolean request param: JSON true/false, or "true"/"false"/"1"/"0" as some clients send."""
+    """A boolean request param in any of :func:`server.wire.parse_bool`'s forms; missing or empty: default."""
     value = params.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in (
-        "true",
-        "1",
-        "yes",
-        "on",
-        "false",
-        "0",
-        "no",
-        "off",
-        "",
-    ):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    if value is None:
+    if value is None or value == "":
         return default
-    raise BadRequest(f"param {key!r} must be true or false, got {value!r}")
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise BadRequest(f"param {key!r}: {exc}") from None

@@ -1,4 +1,4 @@
-"""The inference service (``app.extensions["inference"]``): a bounded queue in front of a thread pool.
+"""The inference service (``Services.inference``): a bounded queue in front of a thread pool.
 
 - ``infer`` resolves the input (datastore image, session, uploaded file), checks it, queues the
   task and waits for it. At most ``workers`` predictions run at once and ``queue`` more wait;
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flask import Flask
 from torch import nn
 
 from server.appspec import AppSpec
@@ -312,24 +311,3 @@ def check_output(output: str | None) -> str:
     if value not in OUTPUTS:
         raise Unprocessable(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
     return value
-
-
-def init_app(app: Flask) -> InferenceService:
-    settings = app.extensions["settings"]
-    service = InferenceService(
-        app.extensions["labelloop_app"],
-        app.extensions["registry"],
-        app.extensions["datastore"],
-        app.extensions["sessions"],
-        settings.data / "infer",
-        workers=settings.infer_workers,
-        queue=settings.infer_queue,
-    )
-    if service.workers + service.queue >= settings.threads:
-        log.warning(
-            "infer_workers + infer_queue (%d) >= request threads (%d): inference can hold every thread",
-            service.workers + service.queue,
-            settings.threads,
-        )
-    app.extensions["inference"] = service
-    return service

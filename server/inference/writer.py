@@ -17,6 +17,7 @@ import numpy as np
 
 from server.datastore.volumes import read_header
 from server.errors import BadRequest
+from server.inference.request import param_flag
 
 RESULT_EXTS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
 RESULT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -40,14 +41,7 @@ def result_format(params: dict[str, Any], input_ext: str, default_dtype: str = "
     dtype = str(params.get("result_dtype") or default_dtype).lower()
     if dtype not in RESULT_DTYPES:
         raise BadRequest(f"result_dtype {dtype!r}: expected one of {', '.join(RESULT_DTYPES)}")
-    compress = params.get("result_compress", False)
-    if not isinstance(compress, bool):
-        if str(compress).lower() in ("1", "true", "yes"):
-            compress = True
-        elif str(compress).lower() in ("0", "false", "no", ""):
-            compress = False
-        else:
-            raise BadRequest(f"result_compress {compress!r}: expected true or false")
+    compress = param_flag(params, "result_compress", False)
     return ResultFormat(ext, dtype, compress)
 
 

@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.models import Base
 
-KINDS = ("train", "scoring", "batch_infer")
-
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
 DONE = "DONE"

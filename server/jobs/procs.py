@@ -37,7 +37,7 @@ def parse_worker(worker: str | None) -> tuple[str | None, int | None]:
 
 def local_pid_alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

@@ -17,7 +17,6 @@ import warnings
 
 from sqlalchemy import update
 
-from server.database import Database
 from server.jobs.models import Job
 from server.jobs.procs import watch_parent
 from server.settings import Settings
@@ -37,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         watch_parent(os.getppid(), lambda: os._exit(3))
 
     settings = Settings.from_env(conf=dict(args.conf))
-    db = Database(settings.db_url)
-    try:
-        from server.jobs.execute import execute
+    from server.jobs.execute import execute, job_services
 
-        execute(settings, db, args.job_id)
+    services = job_services(settings, args.job_id)
+    db = services.db
+    try:
+        execute(services, args.job_id)
     except Exception as exc:
         traceback.print_exc(file=sys.stdout)
         text = f"{type(exc).__name__}: {exc}"[:4000]
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             s.execute(update(Job).where(Job.id == args.job_id).values(error=text))
         return 1
     finally:
+        services.close()
         sys.stdout.flush()
     return 0
 

@@ -1,4 +1,4 @@
-"""The job service (``app.extensions["jobs"]``): submit, list, stop and recover jobs; rows are the truth.
+"""The job service (``Services.jobs``): submit, list, stop and recover jobs; rows are the truth.
 
 The web process only writes rows and puts job ids on the queue; a consumer (:mod:`server.jobs.worker`)
 runs them. Every status change is a compare-and-set ``UPDATE ... WHERE status IN (...)``, so a job that
@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
@@ -28,16 +28,13 @@ from server.jobs.procs import kill_tree, local_pid_alive, parse_worker, this_hos
 from server.jobs.queue import JobQueue
 from server.models import Label
 
+if TYPE_CHECKING:
+    from server.jobs.kinds import JobKinds
+
 log = logging.getLogger(__name__)
 
-BUSY_DETAIL = {
-    "train": "++++++++++ Train Task is Already Running",
-    "scoring": "++++++++++ Scoring Task is Already Running",
-    "batch_infer": "++++++++++ Batch Infer Task is Already Running",
-}
 INTERRUPTED = "interrupted by server restart"
 STOP_WAIT_SECONDS = 5.0
-BATCH_IMAGES = ("all", "labeled", "unlabeled")
 STALE_HEARTBEAT_SECONDS = 60.0
 
 
@@ -75,10 +72,11 @@ def task_dict(job: Job) -> dict[str, Any]:
 
 
 class JobService:
-    def __init__(self, db: Database, queue: JobQueue, data_dir: Path) -> None:
+    def __init__(self, db: Database, queue: JobQueue, data_dir: Path, kinds: JobKinds) -> None:
         self.db = db
         self.queue = queue
         self.data_dir = data_dir
+        self.kinds = kinds
         self._submit_lock = threading.Lock()
 
     # ---- submit ----------------------------------------------------------------------------
@@ -87,15 +85,14 @@ class JobService:
     ) -> dict[str, Any]:
         """Add a job row and queue it. With ``enqueue`` false, a job of the same kind that is already
         submitted or running makes this a 429 (MONAI Label's "Task is Already Running")."""
-        if kind not in jm.KINDS:
-            raise Unprocessable(f"unknown job kind {kind!r}")
+        job_kind = self.kinds.get(kind)
         try:
             json.dumps(request)
         except (TypeError, ValueError) as exc:
             raise Unprocessable(f"request is not JSON: {exc}") from exc
         with self._submit_lock:
             if not enqueue and self.active(kind):
-                raise TooBusy(BUSY_DETAIL[kind])
+                raise TooBusy(job_kind.busy_detail)
             job = self._insert(kind, model, request)
         self.queue.enqueue(job.id)
         log.info("job %s submitted: %s %s %s", job.id, kind, model, request)
@@ -137,21 +134,13 @@ class JobService:
                 return task_dict(job)
             time.sleep(poll)
 
-    def start_train(
-        self, spec: AppSpec, trainer: str, params: dict[str, Any], *, enqueue: bool = False
+    def start(
+        self, kind: str, spec: AppSpec, target: str | None, params: dict[str, Any], *, enqueue: bool = False
     ) -> dict[str, Any]:
-        """``POST /train/<trainer>``: a known trainer and params it accepts (else 404 / 422)."""
-        declared = spec.trainers.get(trainer)
-        if declared is None:
-            names = ", ".join(sorted(spec.trainers)) or "none"
-            raise NotFound(f"Trainer NOT Found: {trainer!r} (this app has: {names})")
-        check = getattr(declared.task, "check_params", None)
-        if callable(check):
-            try:
-                check(params)
-            except ValueError as exc:
-                raise Unprocessable(str(exc)) from exc
-        return self.submit("train", trainer, params, enqueue=enqueue)
+        """``POST /train/<trainer>``, ``/scoring/[<method>]``, ``/batch/infer/<model>``: the kind checks the
+        request against the app (404 / 422, nothing stored), then the job is submitted."""
+        checked = self.kinds.get(kind).validate(spec, target, params)
+        return self.submit(kind, checked.model, checked.request, enqueue=enqueue)
 
     def start_all_trainers(
         self, spec: AppSpec, overrides: dict[str, Any], *, enqueue: bool = False
@@ -163,37 +152,17 @@ class JobService:
             if not isinstance(params, dict):
                 raise Unprocessable(f"overrides for {name!r} must be a JSON object")
             try:
-                out[name] = {"result": self.start_train(spec, name, params, enqueue=enqueue), "detail": None}
+                out[name] = {
+                    "result": self.start("train", spec, name, params, enqueue=enqueue),
+                    "detail": None,
+                }
             except TooBusy as exc:
                 out[name] = {"result": None, "detail": exc.detail}
         return out
 
-    def start_scoring(
-        self, spec: AppSpec, method: str | None, params: dict[str, Any], *, enqueue: bool = False
-    ) -> dict[str, Any]:
-        """``POST /scoring/[<method>]``: one declared scoring method, or all of them (``method`` None)."""
-        if method is not None and method not in spec.scoring:
-            names = ", ".join(sorted(spec.scoring)) or "none"
-            raise NotFound(f"Scoring method NOT Found: {method!r} (this app has: {names})")
-        model = params.get("model") or next(iter(spec.models), "")
-        if model not in spec.models:
-            raise NotFound(f"Model NOT Found: {model!r}")
-        methods = [method] if method is not None else sorted(spec.scoring)
-        return self.submit("scoring", model, {**params, "methods": methods}, enqueue=enqueue)
-
-    def start_batch_infer(
-        self, spec: AppSpec, model: str, images: str, params: dict[str, Any], *, enqueue: bool = False
-    ) -> dict[str, Any]:
-        if model not in spec.models:
-            names = ", ".join(sorted(spec.models)) or "none"
-            raise NotFound(f"Model NOT Found: {model!r} (this app hosts: {names})")
-        if images not in BATCH_IMAGES:
-            raise Unprocessable(f"images must be one of {', '.join(BATCH_IMAGES)}; got {images!r}")
-        return self.submit("batch_infer", model, {**params, "images": images}, enqueue=enqueue)
-
     def status(self, kind: str, *, all_tasks: bool = False, check_if_running: bool = False) -> Any:
         """``GET /train/`` and ``GET /batch/infer``: the latest task, all of them, or the running one."""
-        what = {"train": "Train", "scoring": "Scoring", "batch_infer": "Batch Infer"}[kind]
+        what = self.kinds.get(kind).title
         if all_tasks:
             tasks = self.tasks(kind)
             if not tasks:

@@ -22,7 +22,6 @@ from sqlalchemy import update
 
 from server.database import Database
 from server.jobs import models as jm
-from server.jobs.campaign import retrain_after
 from server.jobs.models import Job
 from server.jobs.procs import kill_tree
 from server.jobs.service import INTERRUPTED, JobService
@@ -111,10 +110,8 @@ class Supervisor:
             return bool(getattr(res, "rowcount", 0))
 
     def _devices_wanted(self, job: Job) -> int:
-        """A training job with ``multi_gpu`` (the default) takes every GPU (DDP); others take one."""
-        if job.kind == "train" and str(job.request.get("multi_gpu", True)).lower() not in ("false", "0"):
-            return self.slots.count
-        return 1
+        """As many device slots as the job's kind asks for (training with ``multi_gpu``: all of them)."""
+        return self.jobs.kinds.get(job.kind).devices(job.request, self.slots.count)
 
     # ---- the subprocess --------------------------------------------------------------------
     def _command(self, job_id: str) -> list[str]:
@@ -241,16 +238,11 @@ class Supervisor:
 
     # ---- after a job -----------------------------------------------------------------------
     def _after(self, job_id: str) -> None:
+        """The job's kind submits what follows it (training: the rescore, the campaign's next run)."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
-        if job is None or job.kind != "train":
-            return
-        if job.status == jm.DONE and job.request.get("rescore", True) not in (False, "false", 0):
-            self.jobs.submit("scoring", job.model, {"after_train": job.id}, enqueue=True)
-        if job.request.get("campaign"):
-            every = retrain_after(self.settings)
-            if every > 0 and self.jobs.final_labels_since(job.created_ts) >= every:
-                self.jobs.submit_if_idle("train", job.model, {"campaign": True})
+        if job is not None and job.kind in self.jobs.kinds:
+            self.jobs.kinds.get(job.kind).after(job, self.jobs, self.settings)
 
     # ---- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:

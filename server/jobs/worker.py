@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-from server.database import Database
 from server.jobs.procs import visible_gpus, watch_parent, worker_name
-from server.jobs.queue import JobQueue
-from server.jobs.service import JobService
 from server.jobs.supervisor import DeviceSlots, Supervisor
+from server.services import build_services
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,13 +29,10 @@ def run_worker(settings: Settings, *, parent_pid: int | None = None, workers: in
         # first, and a job still takes every core nobody else wants. A remote worker keeps its priority.
         os.nice(EMBEDDED_NICE)
     name = worker_name("embedded" if embedded else "worker")
-    db = Database(settings.db_url)
-    if not embedded:
-        db.migrate()  # a remote worker may start before the server has ever run
-    queue = JobQueue(settings.queue, settings.data)
-    jobs = JobService(db, queue, settings.data)
+    services = build_services(settings, role="worker")  # migrates: a remote worker may start first
+    jobs, queue = services.jobs, services.queue
     slots = DeviceSlots(visible_gpus())
-    supervisor = Supervisor(settings, db, jobs, name, slots)
+    supervisor = Supervisor(settings, services.db, jobs, name, slots)
     queue.handler = supervisor.run
     if not embedded:
         jobs.recover_worker()

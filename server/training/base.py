@@ -12,12 +12,13 @@ Hooks: ``network``, ``loss``, ``optimizer``, ``augmentations`` (MONAI random tra
 ``train_mode`` (transfer learning: freeze, unfreeze, keep frozen batch norm in eval mode), and
 ``unlabelled_item`` (how a study without a label enters the recipe's transforms).
 
-``run`` does the rest: a seeded train/validation split, a ``CacheDataset`` whose cache rate follows a
-byte budget, max epochs and early stopping, AMP on CUDA only, the last and best checkpoints, and after
-every epoch the train stats that MONAI Label clients read. With ``world_size > 1`` (torchrun) the network
-is wrapped in DDP, the data is sharded with a ``DistributedSampler`` and only rank 0 writes. With
-``semi_supervised.enabled`` and unlabelled studies in the context, each step also trains on a batch of
-them against a teacher (:mod:`server.training.semi`).
+``run`` is a short template over the loop's own hooks, each overridable: ``setup`` (a seeded
+train/validation split, a ``CacheDataset`` whose cache rate follows a byte budget, AMP on CUDA only),
+``wrap`` (DDP under torchrun: the data is sharded with a ``DistributedSampler`` and only rank 0 writes),
+``objective`` (supervised, or with ``semi_supervised.enabled`` and unlabelled studies a teacher's loss on
+them too: :mod:`server.training.semi`), ``train_epoch`` and ``train_step``, ``evaluate`` (the best
+checkpoint), ``on_epoch_end`` (the last checkpoint, early stopping, the train stats that MONAI Label
+clients read) and ``result``. A new regime overrides a hook; it never edits ``run``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psutil
@@ -75,6 +76,107 @@ class TrainResult:
     epochs_run: int
     stats: dict[str, Any]
     metrics: dict[str, Any]  # what the published model version records
+
+    def as_json(self) -> dict[str, Any]:
+        """What a DDP rank hands back to the job that launched it."""
+        return {
+            "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "best_metric": self.best_metric,
+            "best_metric_epoch": self.best_metric_epoch,
+            "epochs_run": self.epochs_run,
+            "stats": self.stats,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(
+            best_checkpoint=Path(data["best_checkpoint"]) if data["best_checkpoint"] else None,
+            last_checkpoint=Path(data["last_checkpoint"]) if data["last_checkpoint"] else None,
+            best_metric=float(data["best_metric"]),
+            best_metric_epoch=int(data["best_metric_epoch"]),
+            epochs_run=int(data["epochs_run"]),
+            stats=dict(data["stats"]),
+            metrics=dict(data["metrics"]),
+        )
+
+
+class Objective(Protocol):
+    """What a training step minimises: :class:`Supervised`, or a
+    :class:`~server.training.semi.SemiSupervision` (the teacher's loss on unlabelled batches too)."""
+
+    def loss(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        image: torch.Tensor,
+        label: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor: ...
+    def after_step(self, student: nn.Module) -> None: ...
+    def epoch_stats(self) -> dict[str, Any]: ...
+
+
+class Supervised:
+    """The plain objective: the recipe's loss on the labelled batch."""
+
+    def loss(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        image: torch.Tensor,
+        label: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        return loss_fn(model(image), label)
+
+    def after_step(self, student: nn.Module) -> None:
+        return None
+
+    def epoch_stats(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class TrainState:
+    """One run, as the hooks share it: what ``setup`` built, and where the loop stands."""
+
+    cfg: TrainConfig
+    ctx: TrainContext
+    device: torch.device
+    network: nn.Module  # the bare network: what is saved and published
+    model: nn.Module  # what the steps call: the network, or its DDP wrapper
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    use_amp: bool
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: Any  # a DistributedSampler under torchrun, else None
+    objective: Objective
+    start_ts: float
+    train_studies: int
+    val_studies: int
+    total_iterations: int
+    epoch: int = 0
+    iterations: int = 0
+    train_loss: float = math.nan
+    val_metric: float = math.nan
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    epoch_start: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_path(self) -> Path:
+        return self.ctx.output_dir / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ctx.output_dir / "last.pt"
 
 
 class Trainer:
@@ -143,6 +245,22 @@ class Trainer:
 
     # ---- the template ----------------------------------------------------------------------
     def run(self, ctx: TrainContext) -> TrainResult:
+        """Set up, then per epoch: ``on_epoch_start``, ``train_epoch`` (``train_step`` per batch),
+        ``evaluate`` when due, ``on_epoch_end`` (checkpoints, stats; True stops); then the result."""
+        state = self.setup(ctx)
+        for epoch in range(1, state.cfg.max_epochs + 1):
+            state.epoch = epoch
+            self.on_epoch_start(state.network, epoch, state.cfg)
+            self.train_epoch(state)
+            if epoch % state.cfg.val_interval == 0 or epoch == state.cfg.max_epochs:
+                self.evaluate(state)
+            if self.on_epoch_end(state):
+                break
+        return self.result(state)
+
+    def setup(self, ctx: TrainContext) -> TrainState:
+        """The split, the network (from the current weights when they fit), its wrapper, the loss, the
+        optimiser, the cached loaders and the step objective."""
         cfg = self.check_params(ctx.params)
         start_ts = time.time()
         set_determinism(seed=cfg.seed)
@@ -159,134 +277,177 @@ class Trainer:
             len(val_items),
             cfg.max_epochs,
         )
-
         network = self.network().to(device)
-        if ctx.initial_weights is not None and ctx.initial_weights.is_file():
-            try:
-                network.load_state_dict(load_state_dict(ctx.initial_weights, device))
-                print(f"starting from {ctx.initial_weights.name}", flush=True)
-            except (RuntimeError, ValueError, KeyError) as exc:
-                # The architecture changed (another --conf): train from scratch rather than fail.
-                print(f"{ctx.initial_weights.name} does not fit the network, starting from scratch: {exc}")
-        model: nn.Module = network
-        if ctx.world_size > 1:
-            model = nn.parallel.DistributedDataParallel(
-                network, device_ids=[ctx.local_rank] if device.type == "cuda" else None
-            )
-        loss_fn = self.loss()
-        opt = self.optimizer(model.parameters(), cfg)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda") if use_amp else None
-
+        self.load_initial(network, ctx.initial_weights, device)
+        model = self.wrap(network, ctx, device)
         budget = cfg.cache_bytes or psutil.virtual_memory().available // 4
         budget = max(MIN_CACHE_BYTES, budget // max(1, ctx.world_size))
         cfg.num_workers = resolve_workers(cfg.num_workers, device)
         train_ds, val_ds = self.datasets(train_items, val_items or train_items, budget, cfg.num_workers)
         train_loader, val_loader, sampler = self.loaders(train_ds, val_ds, cfg, ctx)
-        semi = self.semi_supervision(network, ctx, cfg, budget, device)
+        use_amp = cfg.amp and device.type == "cuda"
+        return TrainState(
+            cfg=cfg,
+            ctx=ctx,
+            device=device,
+            network=network,
+            model=model,
+            loss_fn=self.loss(),
+            optimizer=self.optimizer(model.parameters(), cfg),
+            scaler=torch.amp.GradScaler("cuda") if use_amp else None,
+            use_amp=use_amp,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            sampler=sampler,
+            objective=self.objective(network, ctx, cfg, budget, device),
+            start_ts=start_ts,
+            train_studies=len(train_items),
+            val_studies=len(val_items),
+            total_iterations=cfg.max_epochs * len(train_loader),
+        )
 
-        best_metric, best_epoch, epoch = -math.inf, 0, 0
-        best_path, last_path = ctx.output_dir / "best.pt", ctx.output_dir / "last.pt"
-        stats: dict[str, Any] = {}
-        iterations = 0
-        total_iterations = cfg.max_epochs * len(train_loader)
-        val_metric = math.nan
-        for epoch in range(1, cfg.max_epochs + 1):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            epoch_start = time.perf_counter()
-            self.on_epoch_start(network, epoch, cfg)
-            self.train_mode(model)
-            loss_sum, steps, samples = torch.zeros((), device=device), 0, 0
-            for batch in train_loader:
-                image, label = self.inputs(batch, device)
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, enabled=use_amp):
-                    if semi is None:
-                        loss = loss_fn(model(image), label)
-                    else:
-                        loss = semi.loss(model, loss_fn, image, label, iterations / len(train_loader))
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                if semi is not None:
-                    semi.after_step(network)
-                loss_sum += loss.detach().float()  # no host sync per step: the GPU keeps going
-                steps += 1
-                samples += int(image.shape[0])
-                iterations += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds = time.perf_counter() - epoch_start
-            train_loss = all_reduce_mean(float(loss_sum), steps, device, ctx.world_size)
-            if epoch % cfg.val_interval == 0 or epoch == cfg.max_epochs:
-                model.eval()
-                with torch.no_grad(), torch.autocast(device_type=device.type, enabled=use_amp):
-                    total, count = self.validate(network, val_loader, device)
-                val_metric = all_reduce_mean(total, count, device, ctx.world_size)
-                if val_metric > best_metric or best_epoch == 0:
-                    best_metric, best_epoch = val_metric, epoch
-                    if ctx.rank == 0:
-                        save_atomic(network.state_dict(), best_path)
-            if ctx.rank == 0:
-                save_atomic(
-                    {"epoch": epoch, "network": network.state_dict(), "optimizer": opt.state_dict()},
-                    last_path,
-                )
-            stopping = cfg.early_stop_patience > 0 and epoch - best_epoch >= cfg.early_stop_patience
-            finished = epoch == cfg.max_epochs or stopping
-            stats = train_stats(
-                start_ts=start_ts,
-                epoch=epoch,
-                max_epochs=cfg.max_epochs,
-                finished=finished,
-                iterations=iterations,
-                total_iterations=total_iterations,
-                rank=ctx.rank,
-                train={self.train_metric_name: train_loss},
-                train_key=self.train_metric_name,
-                val={self.key_metric_name: val_metric},
-                val_key=self.key_metric_name,
-                best_metric=best_metric,
-                best_epoch=best_epoch,
+    def load_initial(self, network: nn.Module, weights: Path | None, device: torch.device) -> None:
+        """Start from the model's current version; train from scratch when it does not fit."""
+        if weights is None or not weights.is_file():
+            return
+        try:
+            network.load_state_dict(load_state_dict(weights, device))
+            print(f"starting from {weights.name}", flush=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            # The architecture changed (another --conf): train from scratch rather than fail.
+            print(f"{weights.name} does not fit the network, starting from scratch: {exc}")
+
+    def wrap(self, network: nn.Module, ctx: TrainContext, device: torch.device) -> nn.Module:
+        """What the steps call: the network itself, or under torchrun its DistributedDataParallel."""
+        if ctx.world_size == 1:
+            return network
+        ids = [ctx.local_rank] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+    def objective(
+        self, network: nn.Module, ctx: TrainContext, cfg: TrainConfig, budget: int, device: torch.device
+    ) -> Objective:
+        """The step's loss: supervised, or with ``semi_supervised`` and unlabelled studies the teacher's."""
+        semi = self.semi_supervision(network, ctx, cfg, budget, device)
+        return semi if semi is not None else Supervised()
+
+    def train_epoch(self, state: TrainState) -> None:
+        """Every batch through ``train_step``; the mean loss and the throughput into the state."""
+        if state.sampler is not None:
+            state.sampler.set_epoch(state.epoch)
+        state.epoch_start = time.perf_counter()
+        self.train_mode(state.model)
+        loss_sum, steps, samples = torch.zeros((), device=state.device), 0, 0
+        for batch in state.train_loader:
+            loss, size = self.train_step(state, batch)
+            loss_sum += loss  # no host sync per step: the GPU keeps going
+            steps += 1
+            samples += size
+            state.iterations += 1
+        if state.device.type == "cuda":
+            torch.cuda.synchronize(state.device)
+        state.train_seconds = time.perf_counter() - state.epoch_start
+        state.samples = samples
+        state.train_loss = all_reduce_mean(float(loss_sum), steps, state.device, state.ctx.world_size)
+
+    def train_step(self, state: TrainState, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """One optimiser step: ``(the detached loss, the batch size)``."""
+        image, label = self.inputs(batch, state.device)
+        opt = state.optimizer
+        opt.zero_grad(set_to_none=True)
+        progress = state.iterations / max(1, len(state.train_loader))
+        with torch.autocast(device_type=state.device.type, enabled=state.use_amp):
+            loss = state.objective.loss(state.model, state.loss_fn, image, label, progress)
+        if state.scaler is not None:
+            state.scaler.scale(loss).backward()
+            state.scaler.step(opt)
+            state.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        state.objective.after_step(state.network)
+        return loss.detach().float(), int(image.shape[0])
+
+    def evaluate(self, state: TrainState) -> None:
+        """The key metric on the validation studies (all ranks); a better one saves ``best.pt``."""
+        state.model.eval()
+        with torch.no_grad(), torch.autocast(device_type=state.device.type, enabled=state.use_amp):
+            total, count = self.validate(state.network, state.val_loader, state.device)
+        state.val_metric = all_reduce_mean(total, count, state.device, state.ctx.world_size)
+        if state.val_metric > state.best_metric or state.best_epoch == 0:
+            state.best_metric, state.best_epoch = state.val_metric, state.epoch
+            if state.ctx.rank == 0:
+                save_atomic(state.network.state_dict(), state.best_path)
+
+    def on_epoch_end(self, state: TrainState) -> bool:
+        """``last.pt``, the train stats (rank 0 reports them); True when training stops early."""
+        cfg, ctx, epoch = state.cfg, state.ctx, state.epoch
+        if ctx.rank == 0:
+            checkpoint = {
+                "epoch": epoch,
+                "network": state.network.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+            }
+            save_atomic(checkpoint, state.last_path)
+        stopping = cfg.early_stop_patience > 0 and epoch - state.best_epoch >= cfg.early_stop_patience
+        state.stats = self.epoch_stats(state, finished=epoch == cfg.max_epochs or stopping)
+        if ctx.rank == 0:
+            print(
+                f"epoch {epoch}/{cfg.max_epochs}: {self.train_metric_name} {state.train_loss:.4f}, "
+                f"{self.key_metric_name} {state.val_metric:.4f} "
+                f"(best {state.best_metric:.4f} at epoch {state.best_epoch})",
+                flush=True,
             )
-            # Throughput of this rank's training phase (validation excluded), and the whole epoch.
-            stats["train_samples_per_second"] = round(samples / train_seconds, 3) if train_seconds else None
-            stats["epoch_seconds"] = round(time.perf_counter() - epoch_start, 3)
-            if semi is not None:
-                stats["semi_supervised"] = {"unlabelled_studies": len(ctx.unlabelled), **semi.epoch_stats()}
-            if ctx.rank == 0:
-                print(
-                    f"epoch {epoch}/{cfg.max_epochs}: {self.train_metric_name} {train_loss:.4f}, "
-                    f"{self.key_metric_name} {val_metric:.4f} (best {best_metric:.4f} at epoch {best_epoch})",
-                    flush=True,
-                )
-            if ctx.rank == 0 and ctx.on_epoch is not None:
-                ctx.on_epoch(stats)
-            if stopping:
-                print(f"early stop: no better {self.key_metric_name} for {cfg.early_stop_patience} epochs")
-                break
+            if ctx.on_epoch is not None:
+                ctx.on_epoch(state.stats)
+        if stopping:
+            print(f"early stop: no better {self.key_metric_name} for {cfg.early_stop_patience} epochs")
+        return stopping
+
+    def epoch_stats(self, state: TrainState, finished: bool) -> dict[str, Any]:
+        stats = train_stats(
+            start_ts=state.start_ts,
+            epoch=state.epoch,
+            max_epochs=state.cfg.max_epochs,
+            finished=finished,
+            iterations=state.iterations,
+            total_iterations=state.total_iterations,
+            rank=state.ctx.rank,
+            train={self.train_metric_name: state.train_loss},
+            train_key=self.train_metric_name,
+            val={self.key_metric_name: state.val_metric},
+            val_key=self.key_metric_name,
+            best_metric=state.best_metric,
+            best_epoch=state.best_epoch,
+        )
+        # Throughput of this rank's training phase (validation excluded), and the whole epoch.
+        seconds = state.train_seconds
+        stats["train_samples_per_second"] = round(state.samples / seconds, 3) if seconds else None
+        stats["epoch_seconds"] = round(time.perf_counter() - state.epoch_start, 3)
+        extra = state.objective.epoch_stats()
+        if extra:
+            stats["semi_supervised"] = {"unlabelled_studies": len(state.ctx.unlabelled), **extra}
+        return stats
+
+    def result(self, state: TrainState) -> TrainResult:
+        semi = not isinstance(state.objective, Supervised)
         metrics = {
-            self.key_metric_name: best_metric,
+            self.key_metric_name: state.best_metric,
             "key_metric_name": self.key_metric_name,
-            "best_metric_epoch": best_epoch,
-            "epochs": epoch,
-            "train_studies": len(train_items),
-            "val_studies": len(val_items),
-            "unlabelled_studies": len(ctx.unlabelled) if semi is not None else 0,
-            "seconds": round(time.time() - start_ts, 3),
+            "best_metric_epoch": state.best_epoch,
+            "epochs": state.epoch,
+            "train_studies": state.train_studies,
+            "val_studies": state.val_studies,
+            "unlabelled_studies": len(state.ctx.unlabelled) if semi else 0,
+            "seconds": round(time.time() - state.start_ts, 3),
         }
         return TrainResult(
-            best_checkpoint=best_path if best_path.is_file() else None,
-            last_checkpoint=last_path if last_path.is_file() else None,
-            best_metric=best_metric,
-            best_metric_epoch=best_epoch,
-            epochs_run=epoch,
-            stats=stats,
+            best_checkpoint=state.best_path if state.best_path.is_file() else None,
+            last_checkpoint=state.last_path if state.last_path.is_file() else None,
+            best_metric=state.best_metric,
+            best_metric_epoch=state.best_epoch,
+            epochs_run=state.epoch,
+            stats=state.stats,
             metrics=metrics,
         )
 

@@ -8,9 +8,7 @@ from typing import Any
 
 from server.training.perturb import PERTURBATIONS
 from server.training.semi import METHODS
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+from server.wire import parse_bool, parse_float, parse_int
 
 
 class BadTrainParams(ValueError):
@@ -127,27 +125,15 @@ class TrainConfig:
         return asdict(self)
 
 
+_PARSERS = {"bool": parse_bool, "int": parse_int, "float": parse_float}
+
+
 def _coerce(name: str, type_name: str, value: Any) -> Any:
-    # A client sends the first element of a list-valued config (a choice list); accept one here too.
-    if isinstance(value, list) and value:
-        value = value[0]
+    """The wire forms of :mod:`server.wire` (a choice list counts as its first element)."""
+    parse = _PARSERS.get(type_name)
+    if parse is None:
+        return value
     try:
-        if type_name == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-                return value.lower() in _TRUE
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError(value)
-        if type_name == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if type_name == "float":
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-    except (TypeError, ValueError):
+        return parse(value)
+    except ValueError:
         raise BadTrainParams(f"{name} must be {type_name}, got {value!r}") from None
-    return value

@@ -161,5 +161,5 @@ class CopyPaste:
 
 def box_share(window: tuple[slice, ...], spatial: tuple[int, ...]) -> float:
     """The share of ``spatial`` that ``window`` covers (for tests and logs)."""
-    inside = math.prod((w.stop - w.start) for w in window)
+    inside = math.prod(int(w.stop) - int(w.start) for w in window)
     return inside / math.prod(spatial)

@@ -16,6 +16,7 @@ from pydicom import dcmread
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
+from server.api.common import services_of
 from server.app import create_app
 from server.dicom import synth
 from server.dicom.export import SKIPPED, Node, build_seg
@@ -48,7 +49,9 @@ def app(tmp_path: Path, db_url: str) -> Iterator[Flask]:
 
 
 def service(app: Flask) -> DicomService:
-    return app.extensions["dicom"]
+    found = services_of(app).dicom
+    assert found is not None
+    return found
 
 
 def put_series(store: IncomingStore, files: list[Path]) -> None:
@@ -58,7 +61,7 @@ def put_series(store: IncomingStore, files: list[Path]) -> None:
 
 
 def instance_rows(app: Flask) -> int:
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         return int(s.scalar(select(func.count()).select_from(DicomInstance)) or 0)
 
 
@@ -86,7 +89,7 @@ def test_put_is_atomic_and_idempotent(app: Flask, tmp_path: Path) -> None:
     final = store.incoming / series.study_uid / series.series_uid / f"{meta.sop_uid}.dcm"
     assert final.read_bytes() == raw
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temporaries left
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         row = s.get(DicomSeries, series.series_uid)
         assert row is not None and row.n_instances == 1 and row.state == SeriesState.RECEIVING
         assert row.patient_id == "LL-SYNTH-1" and row.modality == "CT"
@@ -152,12 +155,12 @@ def test_idle_series_converts_and_a_restart_requeues_an_interrupted_conversion(
     time.sleep(0.3)
     # Simulate a crash in the middle of a conversion: the row says CONVERTING, no image exists.
     svc.converter.close_idle(time.time())
-    with app.extensions["db"].session() as s:
+    with services_of(app).db.session() as s:
         s.execute(update(DicomSeries).values(state=SeriesState.CONVERTING))
     assert svc.converter.step() is False  # a CONVERTING series is not picked twice
     svc.converter.on_start()  # what a restarted server does first
     assert svc.converter.run_until_idle() == 1
-    info = app.extensions["datastore"].image_info(series.series_uid)
+    info = services_of(app).datastore.image_info(series.series_uid)
     assert info["shape"] == [128, 128, 4] and info["StudyInstanceUID"] == series.study_uid
 
 
@@ -166,13 +169,13 @@ def test_an_instance_arriving_during_conversion_reopens_the_series(app: Flask, t
     assert svc.incoming is not None and svc.converter is not None
     series = synth.ct_series(tmp_path / "ct", 3)
     put_series(svc.incoming, series.files[:2])
-    with app.extensions["db"].session() as s:
+    with services_of(app).db.session() as s:
         s.execute(update(DicomSeries).values(state=SeriesState.CONVERTING))
     put_series(svc.incoming, series.files[2:])  # arrives while the converter works
     assert svc.converter.convert(series.series_uid) == SeriesState.RECEIVING
     time.sleep(0.3)
     assert svc.converter.run_until_idle() == 1
-    assert app.extensions["datastore"].image_info(series.series_uid)["shape"] == [128, 128, 3]
+    assert services_of(app).datastore.image_info(series.series_uid)["shape"] == [128, 128, 3]
 
 
 def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Path) -> None:
@@ -182,7 +185,7 @@ def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Pat
     put_series(svc.incoming, series.files)
     time.sleep(0.3)
     svc.converter.run_until_idle()
-    ds = app.extensions["datastore"]
+    ds = services_of(app).datastore
     image = nib.load(str(ds.get_image(series.series_uid).path))
     label = np.zeros(image.shape, np.uint8)
     label[10:20, 30:50, 1:3] = 3  # a sparse value: renumbered to segment 1
@@ -203,7 +206,7 @@ def test_seg_from_a_label_and_empty_labels_are_skipped(app: Flask, tmp_path: Pat
     ds.save_label(series.series_uid, "final", tmp, ".nii.gz", {})
     svc.exporter.on_start()
     assert svc.exporter.run_until_idle() == 1
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         job = s.scalars(select(DicomExport)).one()
         assert job.status == SKIPPED and job.status != ExportState.DONE
 
@@ -220,7 +223,7 @@ def test_a_multiframe_instance_converts_like_its_frames_and_gets_a_seg(app: Flas
     put_series(svc.incoming, frames.files + multi.files)
     time.sleep(0.3)
     svc.converter.run_until_idle()
-    ds = app.extensions["datastore"]
+    ds = services_of(app).datastore
     single = nib.load(str(ds.get_image(frames.series_uid).path))
     image = nib.load(str(ds.get_image(multi.series_uid).path))
     assert image.shape == single.shape == (128, 128, 6)
@@ -260,12 +263,12 @@ def test_conversion_yields_to_a_running_ingest(app: Flask, tmp_path: Path) -> No
     time.sleep(0.3)  # the series is idle, but instances of other series keep coming
     put_series(svc.incoming, synth.ct_series(tmp_path / "b", 1).files)
     assert svc.converter.step() is False
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         row = s.get(DicomSeries, first.series_uid)
         assert row is not None and row.state == SeriesState.PENDING
     svc.incoming.last_receive -= 2.0  # a quiet second
     assert svc.converter.step() is True
-    assert app.extensions["datastore"].image_info(first.series_uid)["shape"] == [128, 128, 2]
+    assert services_of(app).datastore.image_info(first.series_uid)["shape"] == [128, 128, 2]
 
 
 def test_batched_rows_commit_together_and_a_database_failure_is_retried(
@@ -301,7 +304,7 @@ def test_batched_rows_commit_together_and_a_database_failure_is_retried(
         batcher.stop()
     assert instance_rows(app) == 6 and batcher.backlog == 0
     assert sum(transactions) == 8 and len(transactions) < 8  # several rows per transaction
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         row = s.get(DicomSeries, series.series_uid)
         assert row is not None and row.n_instances == 6 and row.state == SeriesState.RECEIVING
 
@@ -345,10 +348,10 @@ def test_recover_indexes_safe_files_without_rows_and_removes_temporaries(app: Fl
     assert store.recover() == (1, 3)
     assert store.recover() == (0, 0)  # idempotent
     assert instance_rows(app) == 4 and not list(folder.glob(".tmp-*"))
-    with app.extensions["db"].sessions() as s:
+    with services_of(app).db.sessions() as s:
         row = s.get(DicomSeries, series.series_uid)
         assert row is not None and row.n_instances == 4
     time.sleep(0.3)
     svc.converter.close_idle(time.time())
     assert svc.converter.run_until_idle() == 1
-    assert app.extensions["datastore"].image_info(series.series_uid)["shape"] == [128, 128, 4]
+    assert services_of(app).datastore.image_info(series.series_uid)["shape"] == [128, 128, 4]

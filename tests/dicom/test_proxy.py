@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from server.api.common import services_of
 from server.app import create_app
 from server.dicom.proxy import DicomWebProxy, UpstreamError, safe_path
 from server.errors import BadRequest
@@ -139,7 +140,7 @@ def test_the_route_relays_and_refuses(pacs: str, tmp_path: Path) -> None:
     for bad in ("/proxy/dicom/qido/%2e%2e/%2e%2e/tools", "/proxy/dicom/studies/%2e%2e/%2e%2e/x"):
         r = client.get(bad)
         assert r.status_code == 400 and "bad DICOMweb path" in r.get_json()["detail"]
-    app.extensions["dicom"].stop()
+    services_of(app).close()
 
     plain = make_app(tmp_path / "plain")
     r = plain.test_client().get("/proxy/dicom/qido/studies")

@@ -180,7 +180,7 @@ def test_ddp_rank_path_on_cpu_with_gloo(items: list[dict[str, Any]], tmp_path: P
     env = {**os.environ, **settings_env(settings)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     out = subprocess.run(
-        [*cmd, "-m", "server.training.ddp", job_id],
+        [*cmd, "-m", "server.jobs.ddp", job_id],
         env=env,
         cwd=REPO,
         capture_output=True,

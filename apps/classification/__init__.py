@@ -1,0 +1,1 @@
+"""The classification sample app (loaded by path: see server/apploader.py)."""

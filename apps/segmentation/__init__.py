@@ -1,0 +1,1 @@
+"""The segmentation sample app (loaded by path: see server/apploader.py)."""

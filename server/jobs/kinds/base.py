@@ -1,0 +1,82 @@
+"""What a job kind is: a name, when it is busy, how a request is checked, how it runs, what follows it.
+
+A kind is one object (one module under ``server/jobs/kinds/``). The web process calls ``validate`` before a
+row is written (a refused request leaves nothing queued); the consumer asks ``devices`` how many GPU slots
+the job takes and calls ``after`` once it has ended; the job's own process calls ``run``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import update
+
+from server.appspec import AppSpec
+from server.jobs.models import Job
+
+if TYPE_CHECKING:  # the job's process and the consumer hand these in; importing them here would cycle
+    from server.jobs.service import JobService
+    from server.services import Services
+    from server.settings import Settings
+
+
+@dataclass
+class JobContext:
+    """What a running job sees: its row, and the services of its process (built for the job)."""
+
+    services: Services
+    job: Job
+
+    @property
+    def job_dir(self) -> Path:
+        path = self.services.settings.data / "jobs" / self.job.id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def update(self, **values: Any) -> None:
+        """Write columns of this job's row (progress, result, stats, model_version)."""
+        with self.services.db.session() as s:
+            s.execute(update(Job).where(Job.id == self.job.id).values(**values))
+
+    def say(self, line: str) -> None:
+        """One line of progress: the consumer streams the job's output into the row's ``details``."""
+        print(line, flush=True)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked request: the model the row names and the request it stores."""
+
+    model: str
+    request: dict[str, Any]
+
+
+class JobKind(ABC):
+    """One kind of background job: subclasses set ``name`` and ``title``, define ``validate`` and ``run``."""
+
+    name: ClassVar[str]  # the row's ``kind``
+    title: ClassVar[str]  # as MONAI Label words it: "No Train Tasks Found", "Train Task is Already Running"
+
+    @property
+    def busy_detail(self) -> str:
+        """The 429 reply when a job of this kind is already queued or running."""
+        return f"++++++++++ {self.title} Task is Already Running"
+
+    @abstractmethod
+    def validate(self, spec: AppSpec, target: str | None, params: dict[str, Any]) -> Submission:
+        """Check a request against the app (NotFound / Unprocessable); what the row will store."""
+
+    @abstractmethod
+    def run(self, ctx: JobContext) -> None:
+        """Do the work, in the job's own process; raise on failure (the row then ends ERROR)."""
+
+    def devices(self, request: dict[str, Any], available: int) -> int:
+        """How many of the consumer's device slots the job takes (one by default)."""
+        return 1
+
+    def after(self, job: Job, jobs: JobService, settings: Settings) -> None:
+        """Called by the consumer once the job has ended (any status): submit its follow-ups."""
+        return None

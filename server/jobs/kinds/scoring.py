@@ -1,0 +1,142 @@
+"""``scoring``: the app's scoring methods on the unlabelled studies with the model's current version.
+
+Stored per (image, method, model version): the first value under the method's name, each further one as
+``<method>.<key>``; a method's embedding of the study per (image, model version), replacing the same
+model's older ones. Studies already scored by this version are skipped. A no-op, recorded as such, when
+the app declares no scoring method.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server.appspec import AppSpec
+from server.datastore.ids import IMAGE_EXTS, split_ext
+from server.errors import NotFound
+from server.jobs.kinds.base import JobContext, JobKind, Submission
+from server.jobs.kinds.batch_infer import batch_image_ids
+from server.models import Embedding, Score, pack_vector
+
+
+class Scoring(JobKind):
+    name = "scoring"
+    title = "Scoring"
+
+    def validate(self, spec: AppSpec, target: str | None, params: dict[str, Any]) -> Submission:
+        """``target`` is one scoring method, or None for all of them."""
+        if target is not None and target not in spec.scoring:
+            names = ", ".join(sorted(spec.scoring)) or "none"
+            raise NotFound(f"Scoring method NOT Found: {target!r} (this app has: {names})")
+        model = params.get("model") or next(iter(spec.models), "")
+        if model not in spec.models:
+            raise NotFound(f"Model NOT Found: {model!r}")
+        methods = [target] if target is not None else sorted(spec.scoring)
+        return Submission(model, {**params, "methods": methods})
+
+    def run(self, ctx: JobContext) -> None:
+        import torch
+        from monai.transforms import Compose
+
+        from server.inference.request import InferRequest
+
+        services, job = ctx.services, ctx.job
+        spec = services.spec
+        methods = {name: s.method for name, s in spec.scoring.items() if s.method is not None}
+        wanted = job.request.get("methods")
+        if isinstance(wanted, list):
+            methods = {name: m for name, m in methods.items() if name in wanted}
+        if not methods:
+            detail = "the app declares no scoring methods: nothing to rescore"
+            ctx.say(detail)
+            ctx.update(result={"methods": [], "scored": 0, "skipped": 0, "detail": detail})
+            return
+        model = job.model if job.model in spec.models else next(iter(spec.models), None)
+        if model is None:
+            raise LookupError("scoring needs a hosted model; the app hosts none")
+        service = services.inference
+        task = service.task(model)
+        device = service.device
+        version, nets = service.networks(model, task, device)
+        tag = f"{model}@{version}"
+        ids = batch_image_ids(services.db, "unlabeled")
+        with services.db.session() as s:
+            current = {
+                (image_id, method)
+                for image_id, method in s.execute(
+                    select(Score.image_id, Score.method).where(Score.model_version == tag)
+                )
+            }
+            embedded = set(s.scalars(select(Embedding.image_id).where(Embedding.model_version == tag)))
+        scored = skipped = vectors = 0
+        for i, image_id in enumerate(ids, 1):
+            todo = [
+                name
+                for name, method in methods.items()
+                if (image_id, name) not in current or (method.embeds and image_id not in embedded)
+            ]
+            if not todo:
+                skipped += 1
+                continue
+            with service.workspace() as workdir:
+                stored = services.datastore.get_image(image_id)
+                parts = split_ext(stored.name, IMAGE_EXTS)
+                path, ext = stored.path, parts[1] if parts is not None else ".nii.gz"
+                request = InferRequest(model, path, ext, workdir, {}, "json", None, image_id)
+                data = Compose([task.loader(request), *task.pre_transforms(request)])({"image": str(path)})
+                image = torch.as_tensor(data["image"])[None].to(device)
+                for name in todo:
+                    values, embedding = methods[name].score_and_embed(nets[0], image)
+                    now = time.time()
+                    with services.db.session() as s:
+                        for key, value in score_rows(name, values):
+                            s.merge(
+                                Score(image_id=image_id, method=key, model_version=tag, value=value, ts=now)
+                            )
+                        if embedding is not None and image_id not in embedded:
+                            store_embedding(s, image_id, model, tag, embedding, now)
+                            embedded.add(image_id)
+                            vectors += 1
+                    scored += 1
+            ctx.update(progress=i / max(1, len(ids)))
+        ctx.say(
+            f"scored {scored} (image, method) pairs with {tag} ({vectors} embeddings);"
+            f" {skipped} studies already current"
+        )
+        ctx.update(
+            result={
+                "methods": sorted(methods),
+                "model_version": tag,
+                "scored": scored,
+                "embedded": vectors,
+                "skipped": skipped,
+            }
+        )
+
+
+KIND = Scoring()
+
+
+def score_rows(name: str, values: dict[str, float]) -> list[tuple[str, float]]:
+    """``(method, value)`` rows: the first value under ``name``, each further key ``k`` as ``name.k``."""
+    if not values:
+        raise ValueError(f"scoring method {name!r} returned no values")
+    keys = list(values)
+    return [(name, float(values[keys[0]]))] + [(f"{name}.{k}", float(values[k])) for k in keys[1:]]
+
+
+def store_embedding(s: Session, image_id: str, model: str, tag: str, vector: list[float], now: float) -> None:
+    """One vector per (image, model version); the same model's older versions of it are dropped."""
+    s.execute(
+        delete(Embedding).where(
+            Embedding.image_id == image_id,
+            Embedding.model_version != tag,
+            Embedding.model_version.startswith(f"{model}@", autoescape=True),
+        )
+    )
+    s.merge(
+        Embedding(image_id=image_id, model_version=tag, dim=len(vector), vector=pack_vector(vector), ts=now)
+    )

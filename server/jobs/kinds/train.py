@@ -1,0 +1,272 @@
+"""``train``: the app's trainer on the datastore's final labels, its best checkpoint published.
+
+Stats go into the row (``/info/`` reads them) and ``train_stats.json`` after every epoch. More than one
+visible GPU and ``multi_gpu``: the same recipe under ``torchrun`` with DDP (:mod:`server.jobs.ddp`).
+With ``semi_supervised``: the studies without a final label train too, and the new version's predictions
+on them are stored as pseudo-labels (:mod:`server.pseudo`). After a DONE run the model's scores are
+recomputed (``rescore``, default true); a campaign run submits the next one when enough labels arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from server.appspec import AppSpec, TrainingRecipe
+from server.errors import NotFound, Unprocessable
+from server.jobs import models as jm
+from server.jobs.campaign import retrain_after
+from server.jobs.kinds.base import JobContext, JobKind, Submission
+from server.jobs.models import Job
+from server.training.config import TrainConfig
+from server.wire import parse_bool
+
+if TYPE_CHECKING:
+    from server.jobs.service import JobService
+    from server.settings import Settings
+    from server.training.base import TrainResult
+
+
+def recipe_of(spec: AppSpec, name: str) -> TrainingRecipe:
+    trainer_spec = spec.trainers.get(name)
+    if trainer_spec is None:
+        raise LookupError(f"the app has no trainer {name!r} (it has: {', '.join(spec.trainers) or 'none'})")
+    if trainer_spec.task is None:
+        raise TypeError(f"trainer {name!r} declares no training recipe (server.training.Trainer)")
+    return trainer_spec.task
+
+
+class Train(JobKind):
+    name = "train"
+    title = "Train"
+
+    def validate(self, spec: AppSpec, target: str | None, params: dict[str, Any]) -> Submission:
+        declared = spec.trainers.get(target or "")
+        if declared is None:
+            names = ", ".join(sorted(spec.trainers)) or "none"
+            raise NotFound(f"Trainer NOT Found: {target!r} (this app has: {names})")
+        if declared.task is not None:
+            try:
+                declared.task.check_params(params)
+            except ValueError as exc:
+                raise Unprocessable(str(exc)) from exc
+        if "rescore" in params:
+            try:
+                parse_bool(params["rescore"])
+            except ValueError as exc:
+                raise Unprocessable(f"rescore: {exc}") from exc
+        return Submission(declared.name, params)
+
+    def devices(self, request: dict[str, Any], available: int) -> int:
+        """``multi_gpu`` (the default) takes every GPU (DDP); the same parser as the trainer's."""
+        try:
+            multi = parse_bool(request.get("multi_gpu", True))
+        except ValueError:
+            multi = True  # refused by the trainer when it starts; the slot count does not matter then
+        return available if multi else 1
+
+    def after(self, job: Job, jobs: JobService, settings: Settings) -> None:
+        if job.status == jm.DONE and parse_bool(job.request.get("rescore", True)):
+            jobs.submit("scoring", job.model, {"after_train": job.id}, enqueue=True)
+        if job.request.get("campaign"):
+            every = retrain_after(settings)
+            if every > 0 and jobs.final_labels_since(job.created_ts) >= every:
+                jobs.submit_if_idle("train", job.model, {"campaign": True})
+
+    def run(self, ctx: JobContext) -> None:
+        import torch
+
+        from server.training.base import TrainContext
+
+        services, job = ctx.services, ctx.job
+        trainer = recipe_of(services.spec, job.model)
+        cfg = trainer.check_params(job.request)
+        model = trainer.model or job.model
+        datalist = services.datastore.train_list()
+        if not datalist:
+            raise ValueError("no final labels to train on: save some labels first")
+        initial = current_weights(ctx, model) if cfg.pretrained else None
+        pool = unlabelled_pool(ctx, model, cfg)
+        device = train_device()
+        world = torch.cuda.device_count() if device == "cuda" and cfg.multi_gpu else 1
+        ctx.say(f"{len(datalist)} labelled studies, device {device} x{world}, {cfg.max_epochs} epochs")
+        if world > 1:
+            result = launch_ddp(ctx, world)
+        else:
+            train_ctx = TrainContext(
+                datalist,
+                ctx.job_dir / "checkpoints",
+                params=job.request,
+                device=device,
+                on_epoch=StatsRecorder(ctx),
+                initial_weights=initial,
+                unlabelled=services.pseudo.image_paths(pool),
+            )
+            result = trainer.run(train_ctx)
+        if result.best_checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        metrics = {**result.metrics, "job_id": job.id, "train_stats": result.stats}
+        version = publish(ctx, model, result.best_checkpoint, metrics, source=f"train:{job.id}")
+        outcome: dict[str, Any] = {
+            "model": model,
+            "model_version": version,
+            "best_metric": result.metrics.get(result.metrics.get("key_metric_name", ""), result.best_metric),
+            "best_metric_epoch": result.best_metric_epoch,
+            "epochs": result.epochs_run,
+        }
+        ctx.update(model_version=version, result=outcome)
+        ctx.say(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})")
+        if pool and cfg.semi_supervised.pseudo_labels:
+            outcome["pseudo_labels"] = write_pseudo_labels(ctx, model, version, cfg, pool)
+            ctx.update(result=outcome)
+
+
+KIND = Train()
+
+
+def train_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class StatsRecorder:
+    """After every epoch: the stats into the row (``/info/`` reads them) and two ``train_stats.json``."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.files = [
+            ctx.job_dir / "train_stats.json",
+            ctx.services.settings.data / "train" / ctx.job.model / "train_stats.json",
+        ]
+
+    def __call__(self, stats: dict[str, Any]) -> None:
+        total = stats.get("total_epochs") or 1
+        self.ctx.update(stats=stats, progress=min(1.0, float(stats.get("epoch", 0)) / float(total)))
+        text = json.dumps(stats, indent=2)
+        for path in self.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+
+
+def train_rank(ctx: JobContext) -> None:
+    """One DDP rank (under torchrun): the same recipe on this rank's share; rank 0 records and saves."""
+    import torch
+    import torch.distributed as dist
+
+    from server.training.base import TrainContext
+
+    services, job = ctx.services, ctx.job
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        trainer = recipe_of(services.spec, job.model)
+        cfg = trainer.check_params(job.request)
+        model = trainer.model or job.model
+        train_ctx = TrainContext(
+            services.datastore.train_list(),
+            ctx.job_dir / "checkpoints",
+            params=job.request,
+            device=f"cuda:{local_rank}" if cuda else "cpu",
+            on_epoch=StatsRecorder(ctx) if rank == 0 else None,
+            initial_weights=current_weights(ctx, model) if cfg.pretrained else None,
+            unlabelled=services.pseudo.image_paths(unlabelled_pool(ctx, model, cfg)),
+            rank=rank,
+            world_size=world,
+            local_rank=local_rank,
+        )
+        result = trainer.run(train_ctx)
+        if rank == 0:
+            (ctx.job_dir / "ddp_result.json").write_text(json.dumps(result.as_json()))
+        # Every rank reaches here before any tears the group down: a rank that leaves while another
+        # still talks to it (rank 0 writing the result, the last all-reduce) aborts that one (SIGABRT
+        # seen with Gloo). After an error there is no barrier: the others would wait for ever.
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_ddp(ctx: JobContext, world: int) -> TrainResult:
+    """``torchrun --standalone --nproc_per_node=<world> -m server.jobs.ddp <job_id>``.
+
+    Its output is this process's (streamed into the row like any other line)."""
+    from server.training.base import TrainResult
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={world}",
+        "-m",
+        "server.jobs.ddp",
+        ctx.job.id,
+    ]
+    for key, value in sorted(ctx.services.settings.conf.items()):
+        cmd += ["--conf", key, value]
+    ctx.say("launching DDP: " + " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return TrainResult.from_json(json.loads((ctx.job_dir / "ddp_result.json").read_text()))
+
+
+def unlabelled_pool(ctx: JobContext, model: str, cfg: TrainConfig) -> list[str]:
+    """The studies a semi-supervised run trains on without labels (none when it is off): no final label,
+    at most ``max_unlabelled``, the most uncertain left out when ``uncertainty_method`` names scores."""
+    semi = cfg.semi_supervised
+    if not semi.enabled:
+        return []
+    uncertainty = None
+    if semi.uncertainty_method:
+        current = ctx.services.registry.current(model)
+        uncertainty = (semi.uncertainty_method, f"{model}@{current.version if current is not None else 0}")
+    return ctx.services.pseudo.pool(semi.max_unlabelled, uncertainty, semi.uncertainty_keep)
+
+
+def write_pseudo_labels(
+    ctx: JobContext, model: str, version: int, cfg: TrainConfig, pool: list[str]
+) -> dict[str, Any]:
+    """The new version's predictions on the pool as pseudo-labels; older versions' dropped."""
+    from server.pseudo import Provenance, inference_predictor
+
+    services = ctx.services
+    hosted = services.spec.models.get(model)
+    if hosted is None or hosted.task is None:
+        ctx.say(f"no pseudo-labels: {model!r} is not a hosted model")
+        return {"written": 0, "detail": "not a hosted model"}
+    semi = cfg.semi_supervised
+    provenance = Provenance(model, version, semi.method, semi.threshold, time.time())
+    report = services.pseudo.refresh(
+        pool, provenance, inference_predictor(services.inference, model), ctx.job_dir / "pseudo"
+    )
+    ctx.say(
+        f"pseudo-labels of {model} v{version}: {report['written']} written, {report['current']} current, "
+        f"{len(report['failed'])} failed, {report['dropped']} older ones dropped"
+    )
+    return report
+
+
+def current_weights(ctx: JobContext, model: str) -> Path | None:
+    registry = ctx.services.registry
+    current = registry.current(model)
+    return None if current is None else registry.path(current)
+
+
+def publish(ctx: JobContext, model: str, checkpoint: Path, metrics: dict[str, Any], source: str) -> int:
+    """The checkpoint as the model's next version: through the inference service for a hosted model
+    (which first checks that the weights load into its network), else straight into the registry."""
+    services = ctx.services
+    hosted = services.spec.models.get(model)
+    if hosted is not None and hosted.task is not None:
+        return services.inference.publish(model, checkpoint, metrics, source).version
+    return services.registry.publish(model, checkpoint, metrics, source).version

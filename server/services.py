@@ -1,0 +1,198 @@
+"""The composition root: :class:`Services` holds every service of one process, :func:`build_services`
+is the only code that builds them and wires their observers. Flask-free: the web app, the job consumer
+(``labelloop worker``), a job's own process and a DDP rank all call :func:`build_services`.
+
+Each service is built on first use from the settings, so a process builds only what it touches (a worker
+never loads the app or the inference service); :func:`build_services` builds eagerly what its role needs,
+so a broken setting fails at start, not in the first request.
+
+Roles:
+
+- ``server``: the web process. Migrates and indexes the studies, hooks the label observers (pseudo-labels
+  give way to a final label, the campaign counts labels, DICOM SEG export), and with ``background``
+  recovers jobs, starts the session sweeper, the DICOM threads and the embedded job consumer.
+- ``worker``: a job consumer. Migrates the database (a remote worker may start first); jobs only.
+- ``job``: one job's process (or DDP rank). Inference runs in the job's own folder, one at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import subprocess
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from server.apploader import load_app
+from server.appspec import AppSpec
+from server.database import Database
+from server.datastore.indexer import IndexReport, index_studies
+from server.datastore.store import Datastore
+from server.dicom.service import DicomService
+from server.inference.service import InferenceService
+from server.jobs.campaign import Campaign, retrain_after
+from server.jobs.consumer import start_consumer
+from server.jobs.kinds import JobKinds
+from server.jobs.queue import JobQueue
+from server.jobs.service import JobService
+from server.pseudo import PseudoLabels
+from server.registry import ModelRegistry
+from server.sampling import Sampler
+from server.sessions import SessionStore
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Role = Literal["server", "worker", "job"]
+
+
+class Services:
+    """Every service of one process, each built once, on first use, from ``settings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spec: AppSpec | None = None,
+        *,
+        role: Role = "server",
+        workdir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.role: Role = role
+        self._spec = spec
+        # A job's inference workspace is its own folder; the server's is <data>/infer (wiped at start).
+        self._workdir = workdir
+        self.index_report: IndexReport | None = None
+        self.consumer: subprocess.Popen[bytes] | None = None
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.db_url)
+
+    @cached_property
+    def spec(self) -> AppSpec:
+        return self._spec if self._spec is not None else load_app(self.settings.app_dir, self.settings.conf)
+
+    @cached_property
+    def datastore(self) -> Datastore:
+        return Datastore(self.db, self.settings.studies)
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        s = self.settings
+        return SessionStore(
+            self.db, s.data / "sessions", s.session_expiry_seconds, s.session_max_expiry_seconds
+        )
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.db, self.settings.data)
+
+    @cached_property
+    def inference(self) -> InferenceService:
+        job = self.role == "job"
+        return InferenceService(
+            self.spec,
+            self.registry,
+            self.datastore,
+            self.sessions,
+            self._workdir or self.settings.data / "infer",
+            workers=1 if job else self.settings.infer_workers,
+            queue=1 if job else self.settings.infer_queue,
+        )
+
+    @cached_property
+    def pseudo(self) -> PseudoLabels:
+        return PseudoLabels(self.db, self.datastore)
+
+    @cached_property
+    def sampler(self) -> Sampler:
+        return Sampler(self.db, self.datastore, self.settings.lease_seconds)
+
+    @cached_property
+    def kinds(self) -> JobKinds:
+        return JobKinds.load(self.settings.extra_job_kinds)
+
+    @cached_property
+    def queue(self) -> JobQueue:
+        return JobQueue(self.settings.queue, self.settings.data)
+
+    @cached_property
+    def jobs(self) -> JobService:
+        return JobService(self.db, self.queue, self.settings.data, self.kinds)
+
+    @cached_property
+    def campaign(self) -> Campaign:
+        trainer = self.settings.conf.get("retrain_trainer") or next(iter(self.spec.trainers), None)
+        return Campaign(self.jobs, retrain_after(self.settings), trainer)
+
+    @cached_property
+    def dicom(self) -> DicomService | None:
+        """The DICOM side, when a listener port or a DICOMweb source is configured."""
+        s = self.settings
+        if s.dicom_port <= 0 and not s.dicomweb_url:
+            return None
+        return DicomService(s, self.db, self.datastore, self.spec)
+
+    def close(self) -> None:
+        """Stop what this process started (threads, the consumer); idempotent."""
+        if self.consumer is not None:
+            from server.jobs.consumer import stop_consumer
+
+            stop_consumer(self.consumer)
+            self.consumer = None
+        if "dicom" in self.__dict__ and self.dicom is not None:
+            self.dicom.stop()
+        if "inference" in self.__dict__:
+            self.inference.close()
+
+
+def build_services(
+    settings: Settings,
+    spec: AppSpec | None = None,
+    *,
+    role: Role = "server",
+    background: bool = True,
+    workdir: Path | None = None,
+) -> Services:
+    """The services of a ``role`` process, built and wired (see the module's docstring)."""
+    services = Services(settings, spec, role=role, workdir=workdir)
+    if role == "job":
+        return services  # built on use: a job touches only what its kind needs
+    if role == "worker":
+        services.db.migrate()
+        _ = services.kinds  # an unknown job kind module fails at start
+        return services
+
+    settings.check()
+    settings.data.mkdir(parents=True, exist_ok=True)
+    services.db.migrate()
+    services.index_report = index_studies(services.db, settings.studies)
+    log.info("indexed %s: %s", settings.studies, services.index_report.as_dict())
+    _ = services.spec  # load the app now: a broken app fails the start, naming its file
+    _ = services.inference  # the bounded queue, ready for the first request
+    _observe_labels(services)
+    if background:
+        services.sessions.sweep()
+        services.sessions.start_sweeper(settings.session_sweep_seconds)
+        if services.dicom is not None:
+            services.dicom.start()
+            atexit.register(services.dicom.stop)
+        services.jobs.recover()
+        if settings.embedded_worker:
+            services.consumer = start_consumer(settings)
+    return services
+
+
+def _observe_labels(services: Services) -> None:
+    """Who follows a saved label: a final label removes the study's pseudo-label, counts towards the
+    campaign's next training run, and (for a study from DICOM) is exported as a SEG."""
+    store = services.datastore
+    store.on_label_saved.append(services.pseudo.on_label_saved)
+    if services.dicom is not None:
+        services.dicom.observe()
+    campaign = services.campaign
+    if campaign.enabled:
+        store.on_label_saved.append(campaign.on_label_saved)
+        log.info("campaign: training %s after every %d new final labels", campaign.trainer, campaign.every)

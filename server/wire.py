@@ -1,0 +1,74 @@
+"""The one reading of MONAI Label's lax wire forms: booleans, numbers and choices as clients send them.
+
+Clients send ``true``, ``"true"``, ``"1"`` or ``"yes"`` for a flag, numbers as strings in form fields, and a
+list where one value is expected (the first of a choice list that ``/info/`` advertised). These parsers
+accept exactly those forms and refuse anything else with a ``ValueError`` that says what was expected;
+the pydantic types below (:data:`LaxBool`, :data:`LaxInt`, :data:`LaxFloat`) apply them to model fields,
+so settings, request models and training parameters read a value the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def first_of_list(value: Any) -> Any:
+    """A client's choice list stands for its first element."""
+    if isinstance(value, (list, tuple)) and value:
+        return value[0]
+    return value
+
+
+def parse_bool(value: Any) -> bool:
+    value = first_of_list(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_int(value: Any) -> int:
+    value = first_of_list(value)
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def parse_float(value: Any) -> float:
+    value = first_of_list(value)
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+LaxBool = Annotated[bool, BeforeValidator(parse_bool)]
+LaxInt = Annotated[int, BeforeValidator(parse_int)]
+LaxFloat = Annotated[float, BeforeValidator(parse_float)]

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from werkzeug.routing import Rule
 
 from server import __version__
+from server.api.common import services
 from server.errors import NotFound
 
 bp = Blueprint("openapi", __name__)
@@ -87,7 +88,9 @@ def operation(*ops: Operation) -> Callable[[F], F]:
     return mark
 
 
-def build_document(app: Flask) -> dict[str, Any]:
+def build_document(app: Flask, path_examples: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """The document; ``path_examples`` names real values of path parameters (the app's models,
+    trainers, strategies), so a reader, and a contract test, can try a path that exists."""
     spec = APISpec(
         title="labelloop",
         version=__version__,
@@ -113,7 +116,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         item = paths.setdefault(path, {})
         for method in sorted((rule.methods or set()) - {"OPTIONS", "HEAD"} | declared_heads(ops)):
             op = next((o for o in ops if not o.methods or method in o.methods), None)
-            item[method.lower()] = operation_object(op, rule, method, params, schemas)
+            item[method.lower()] = operation_object(op, rule, method, params, schemas, path_examples or {})
     for name, schema in sorted(schemas.items()):
         spec.components.schema(name, schema)
     for path, item in paths.items():
@@ -137,17 +140,24 @@ def openapi_path(rule: Rule) -> tuple[str, list[str]]:
 
 
 def operation_object(
-    op: Operation | None, rule: Rule, method: str, path_params: list[str], schemas: dict[str, Any]
+    op: Operation | None,
+    rule: Rule,
+    method: str,
+    path_params: list[str],
+    schemas: dict[str, Any],
+    path_examples: Mapping[str, list[str]],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": method.lower() + (re.sub(r"[^A-Za-z0-9]+", "_", rule.rule).rstrip("_") or "_root"),
         "summary": op.summary if op is not None else rule.endpoint,
         "tags": list(op.tags) if op is not None and op.tags else [rule.endpoint.split(".")[0]],
     }
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-        for name in path_params
-    ]
+    parameters = []
+    for name in path_params:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1}
+        if path_examples.get(name):
+            schema["examples"] = list(path_examples[name])
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     if op is not None and op.query is not None:
         query_schema = schema_of(op.query, schemas, inline=True)
         required = set(query_schema.get("required", []))
@@ -221,7 +231,14 @@ SWAGGER_ASSETS = {"swagger-ui.css": "css", "swagger-ui-bundle.js": "js"}
 @bp.get("/openapi.json")
 @operation(Operation("This document: the OpenAPI 3.1 description of every route", tags=("docs",)))
 def openapi_json() -> Response:
-    return jsonify(build_document(current_app))
+    spec = services().spec
+    examples = {
+        "model": sorted({*spec.models, *spec.trainers}),
+        "name": sorted(spec.models),
+        "strategy": sorted(spec.strategies),
+        "method": sorted(spec.scoring),
+    }
+    return jsonify(build_document(current_app, examples))
 
 
 @bp.get("/docs/")

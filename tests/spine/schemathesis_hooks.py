@@ -8,9 +8,11 @@ import schemathesis
 
 
 @schemathesis.hook
-def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
+def before_load_schema(context: Any, raw_schema: dict[str, Any]) -> None:
     """The contract server runs no job consumer, so ``run_sync`` would wait for a job that never runs
-    (MONAI Label's run_sync has no time limit either): every other parameter is generated as documented."""
-    if query:
-        query.pop("run_sync", None)
-    return query
+    (MONAI Label's run_sync has no time limit either): the run leaves that one parameter out, and
+    generates every other one as documented."""
+    for item in raw_schema.get("paths", {}).values():
+        for op in item.values():
+            if isinstance(op, dict) and "parameters" in op:
+                op["parameters"] = [p for p in op["parameters"] if p.get("name") != "run_sync"]

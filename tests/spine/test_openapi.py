@@ -111,7 +111,7 @@ def test_schemathesis_finds_no_5xx_and_no_reply_contradicting_the_document(studi
             "--checks",
             SCHEMATHESIS_CHECKS,
             "--max-examples",
-            "10",
+            "25",
             "--generation-deterministic",
             "--request-timeout",
             "60",

@@ -10,6 +10,7 @@ import psutil
 
 from server.database import Database
 from server.jobs import models as jm
+from server.jobs.kinds import JobKinds
 from server.jobs.models import Job
 from server.jobs.queue import JobQueue
 from server.jobs.service import JobService
@@ -41,7 +42,7 @@ class Sleeper(Supervisor):
 
 def supervisor(tmp_path: Path) -> tuple[Sleeper, JobService, Database]:
     settings, db = settings_and_db(tmp_path)
-    jobs = JobService(db, JobQueue(settings.queue, settings.data), settings.data)
+    jobs = JobService(db, JobQueue(settings.queue, settings.data), settings.data, JobKinds.load())
     sup = Sleeper(settings, db, jobs, "embedded@test", DeviceSlots([]))
     sup.spawned, sup.seen = [], []
     return sup, jobs, db

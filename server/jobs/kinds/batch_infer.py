@@ -34,7 +34,7 @@ class BatchInfer(JobKind):
     title = "Batch Infer"
 
     def validate(self, spec: AppSpec, target: str | None, params: dict[str, Any]) -> Submission:
-        if target not in spec.models:
+        if target is None or target not in spec.models:
             names = ", ".join(sorted(spec.models)) or "none"
             raise NotFound(f"Model NOT Found: {target!r} (this app hosts: {names})")
         images = params.get("images", "all")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.appspec import AppSpec
 from server.datastore.ids import IMAGE_EXTS, split_ext
-from server.errors import NotFound
+from server.errors import NotFound, Unprocessable
 from server.jobs.kinds.base import JobContext, JobKind, Submission
 from server.jobs.kinds.batch_infer import batch_image_ids
 from server.models import Embedding, Score, pack_vector
@@ -32,6 +32,8 @@ class Scoring(JobKind):
             names = ", ".join(sorted(spec.scoring)) or "none"
             raise NotFound(f"Scoring method NOT Found: {target!r} (this app has: {names})")
         model = params.get("model") or next(iter(spec.models), "")
+        if not isinstance(model, str):
+            raise Unprocessable(f"model must be a model's name, got {model!r}")
         if model not in spec.models:
             raise NotFound(f"Model NOT Found: {model!r}")
         methods = [target] if target is not None else sorted(spec.scoring)

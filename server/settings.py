@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.errors import ConfigError
@@ -22,44 +22,50 @@ ENV_PREFIX = "LABELLOOP_"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=False)
 
-    app_dir: Path
-    studies: Path
-    db_url: str = ""
-    data_dir: Path | None = None
-    host: str = "127.0.0.1"
-    port: LaxInt = 8000
-    threads: LaxInt = 8
-    lease_seconds: LaxInt = 600
-    session_expiry_seconds: LaxInt = 3600
-    session_max_expiry_seconds: LaxInt = 86400
-    session_sweep_seconds: LaxInt = 300
-    max_upload_mb: LaxInt = 2048
-    infer_queue: LaxInt = 4
-    infer_workers: LaxInt = 1
-    dicom_port: LaxInt = 0
-    dicom_aet: str = "LABELLOOP"
-    dicom_allow: str = ""
-    dicom_series_idle_seconds: LaxFloat = 5.0
-    # C-STORE destination for DICOM SEG exports of final labels: "AET@host:port" (empty: none).
-    dicom_export_node: str = ""
-    # A DICOMweb PACS as the source (``--dicomweb`` or ``--studies http...``); ``studies`` caches it.
-    dicomweb_url: str = ""
-    dicomweb_prefetch: LaxInt = 4
-    dicomweb_sync_seconds: LaxFloat = 300.0
-    # /proxy/dicom/{qido,wado,stow}/...: a path added per operation (MONAI Label's *_PREFIX settings)
-    dicomweb_qido_prefix: str = ""
-    dicomweb_wado_prefix: str = ""
-    dicomweb_stow_prefix: str = ""
-    cors_origins: str = "*"
-    # When set, every request needs ``Authorization: Bearer <token>`` (see server/api/auth.py).
-    api_token: str = ""
-    # Background jobs: "" = SqliteHuey in <data>/queue.db, or redis://host:port/db for remote workers.
-    queue: str = ""
-    embedded_worker: LaxBool = True  # start a job consumer child process with the server
-    retrain_after: LaxInt = 0  # start training after this many new final labels (0: never); --conf wins
-    # More job kinds: comma-separated module names, each defining KIND (see server/jobs/kinds/).
-    job_kinds: str = ""
-    conf: dict[str, str] = {}
+    app_dir: Path = Field(description="the app folder (its main.py declares models and trainers)")
+    studies: Path = Field(description="the studies folder (or the DICOMweb source's local cache)")
+    db_url: str = Field("", description="SQLAlchemy URL; empty: SQLite in the data folder")
+    data_dir: Path | None = Field(
+        None, description="state: database, models, jobs; default <studies>/.labelloop"
+    )
+    host: str = Field("127.0.0.1", description="the address to bind")
+    port: LaxInt = Field(8000, description="the HTTP port")
+    threads: LaxInt = Field(8, description="request threads")
+    lease_seconds: LaxInt = Field(600, description="how long a study handed out stays with its annotator")
+    session_expiry_seconds: LaxInt = Field(3600, description="a /session/ upload's default lifetime")
+    session_max_expiry_seconds: LaxInt = Field(86400, description="... and the longest one asked for")
+    session_sweep_seconds: LaxInt = Field(300, description="how often expired sessions are removed")
+    max_upload_mb: LaxInt = Field(2048, description="the largest request body")
+    infer_queue: LaxInt = Field(4, description="inference requests that may wait (more: 429)")
+    infer_workers: LaxInt = Field(1, description="inference requests that run at once")
+    dicom_port: LaxInt = Field(0, description="the DICOM Storage SCP's port (0: no listener)")
+    dicom_aet: str = Field("LABELLOOP", description="the listener's AE title")
+    dicom_allow: str = Field("", description="allowed callers, AET@host,...; empty: any")
+    dicom_series_idle_seconds: LaxFloat = Field(5.0, description="a series converts after this quiet time")
+    dicom_export_node: str = Field(
+        "", description="C-STORE destination of final labels as SEG: AET@host:port"
+    )
+    dicomweb_url: str = Field("", description="a DICOMweb PACS as the source; studies caches it")
+    dicomweb_prefetch: LaxInt = Field(4, description="DICOMweb series fetched ahead of the annotators")
+    dicomweb_sync_seconds: LaxFloat = Field(300.0, description="how often the source is asked for new series")
+    dicomweb_qido_prefix: str = Field("", description="a path added to /proxy/dicom/qido/ (as MONAI Label's)")
+    dicomweb_wado_prefix: str = Field("", description="a path added to /proxy/dicom/wado/")
+    dicomweb_stow_prefix: str = Field("", description="a path added to /proxy/dicom/stow/")
+    cors_origins: str = Field("*", description="origins allowed by CORS")
+    api_token: str = Field(
+        "", description="when set, every request needs it as a bearer token (server/api/auth.py)"
+    )
+    queue: str = Field(
+        "", description="job queue: empty for SQLite in the data folder, or redis://host:port/db"
+    )
+    embedded_worker: LaxBool = Field(True, description="start a job consumer child process with the server")
+    retrain_after: LaxInt = Field(
+        0, description="train after this many new final labels (0: never); --conf wins"
+    )
+    job_kinds: str = Field(
+        "", description="more job kinds: module names, comma-separated (server/jobs/kinds/)"
+    )
+    conf: dict[str, str] = Field(default_factory=dict, description="the app's --conf KEY VALUE settings")
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -9,6 +9,7 @@ so settings, request models and training parameters read a value the same way ev
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
@@ -40,33 +41,34 @@ def parse_bool(value: Any) -> bool:
 
 
 def parse_int(value: Any) -> int:
-    value = first_of_list(value)
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected an integer, got {value!r}")
+    number = _number(value, "an integer")
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(number)
+    return number
 
 
 def parse_float(value: Any) -> float:
-    value = first_of_list(value)
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected a number, got {value!r}")
+    return float(_number(value, "a number"))
+
+
+def _number(value: Any, expected: str) -> int | float:
+    """A finite int or float from a number or its text; booleans, NaN and infinities are refused."""
+    found = first_of_list(value)
+    if isinstance(found, str):
+        text = found.strip()
+        for convert in (int, float):
+            try:
+                found = convert(text)
+                break
+            except ValueError:
+                continue
+    if isinstance(found, int) and not isinstance(found, bool):
+        return found
+    if isinstance(found, float) and math.isfinite(found):
+        return found
+    raise ValueError(f"expected {expected}, got {value!r}")
 
 
 LaxBool = Annotated[bool, BeforeValidator(parse_bool)]

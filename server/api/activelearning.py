@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from server.api.common import body_params, services
-from server.api.openapi import Operation, json_reply, operation
+from server.api.openapi import json_reply, operation
 from server.api.schemas import NextSampleBody, NextSampleReply
 
 bp = Blueprint("activelearning", __name__)
@@ -15,16 +15,9 @@ bp = Blueprint("activelearning", __name__)
 
 @bp.post("/activelearning/<strategy>")
 @operation(
-    Operation(
-        "Lease the next study to annotate, picked by a strategy ({} when none is left)",
-        body=NextSampleBody,
-        replies={
-            200: json_reply(
-                "the pick (its fields at the top, the whole batch under 'batch')", NextSampleReply
-            )
-        },
-        tags=("activelearning",),
-    )
+    "Lease the next study to annotate, picked by a strategy ({} when none is left)",
+    body=NextSampleBody,
+    ok=json_reply("the pick (its fields at the top, the whole batch under 'batch')", NextSampleReply),
 )
 def next_sample(strategy: str) -> Response:
     params = body_params()

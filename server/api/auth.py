@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from server.api.common import services
-from server.api.openapi import Operation, json_reply, operation
+from server.api.openapi import json_reply, operation
 from server.errors import NotFound
 
 bp = Blueprint("auth", __name__)
@@ -55,11 +55,7 @@ def _token() -> str:
 
 
 @bp.get("/auth/")
-@operation(
-    Operation(
-        "Whether login is needed (404 when auth is off)", replies={200: json_reply("enabled")}, tags=TAGS
-    )
-)
+@operation("Whether login is needed (404 when auth is off)", ok=json_reply("enabled"))
 def auth_info() -> Any:
     _token()
     return jsonify({"enabled": True, "client_id": "labelloop", "realm": "labelloop"})
@@ -67,12 +63,9 @@ def auth_info() -> Any:
 
 @bp.post("/auth/token")
 @operation(
-    Operation(
-        "Trade a username and the server's token (as password) for a bearer token",
-        form={"username": {"type": "string"}, "password": {"type": "string"}},
-        replies={200: json_reply("access_token and token_type")},
-        tags=TAGS,
-    )
+    "Trade a username and the server's token (as password) for a bearer token",
+    form={"username": {"type": "string"}, "password": {"type": "string"}},
+    ok=json_reply("access_token and token_type"),
 )
 def auth_token() -> Any:
     token = _token()
@@ -84,7 +77,7 @@ def auth_token() -> Any:
 
 
 @bp.get("/auth/token/valid")
-@operation(Operation("The logged-in user", replies={200: json_reply("the user")}, tags=TAGS))
+@operation("The logged-in user", ok=json_reply("the user"))
 def auth_valid() -> Any:
     _token()
     return jsonify({"username": "labelloop", "email": "", "name": "labelloop", "roles": ["monailabel-admin"]})

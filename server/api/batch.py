@@ -8,23 +8,20 @@ from flask import Blueprint, jsonify
 
 from server.api.common import body_params, parse_query
 from server.api.jobs import jobs, start, start_operation, status, status_operation, stop_operation
-from server.api.openapi import operation
 from server.api.requests import BatchInferQuery
 
 bp = Blueprint("batch", __name__)
 
 
 @bp.get("/batch/infer")
-@operation(status_operation("batch inference"))
+@status_operation("batch inference")
 def batch_status() -> Any:
     return jsonify(status("batch_infer"))
 
 
 @bp.post("/batch/infer/<model>")
-@operation(
-    start_operation(
-        "Run a model over all, the labeled or the unlabeled studies", BatchInferQuery, {"type": "object"}
-    )
+@start_operation(
+    "Run a model over all, the labeled or the unlabeled studies", BatchInferQuery, {"type": "object"}
 )
 def batch_start(model: str) -> Any:
     q = parse_query(BatchInferQuery)
@@ -32,6 +29,6 @@ def batch_start(model: str) -> Any:
 
 
 @bp.delete("/batch/infer")
-@operation(stop_operation("batch inference"))
+@stop_operation("batch inference")
 def batch_stop() -> Any:
     return jsonify(jobs().stop("batch_infer"))

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from server.api.common import download, form_params, parse_json, parse_query, require_file, services
-from server.api.openapi import BINARY, JSON_TEXT, Operation, Reply, file_reply, json_reply, operation
+from server.api.openapi import BINARY, JSON_TEXT, Reply, file_reply, json_reply, operation
 from server.api.requests import (
     DatasetQuery,
     IdQuery,
@@ -41,12 +41,9 @@ def datastore() -> Datastore:
 
 @bp.get("/datastore/")
 @operation(
-    Operation(
-        "The datastore: stats, every image with its labels (all), the training pairs (train), or a page",
-        query=ListingQuery,
-        replies={200: json_reply("stats, the listing, the training list or a page")},
-        tags=TAGS,
-    )
+    "The datastore: stats, every image with its labels (all), the training pairs (train), or a page",
+    query=ListingQuery,
+    ok=json_reply("stats, the listing, the training list or a page"),
 )
 def listing() -> Any:
     q = parse_query(ListingQuery)
@@ -63,14 +60,11 @@ def listing() -> Any:
 @bp.put("/datastore/")
 @bp.put("/datastore/image")
 @operation(
-    Operation(
-        "Add an image (NIfTI, NRRD, ...); its id is ?image= or the file name without extension",
-        query=ImageQuery,
-        form=UPLOAD,
-        form_required=("file",),
-        replies={200: json_reply("the new image's id", ImageReply)},
-        tags=TAGS,
-    )
+    "Add an image (NIfTI, NRRD, ...); its id is ?image= or the file name without extension",
+    query=ImageQuery,
+    form=UPLOAD,
+    required=("file",),
+    ok=json_reply("the new image's id", ImageReply),
 )
 def upload_image() -> Any:
     storage = require_file("file")
@@ -89,25 +83,14 @@ def upload_image() -> Any:
 
 @bp.delete("/datastore/")
 @bp.delete("/datastore/image")
-@operation(
-    Operation(
-        "Delete an image and its labels", query=IdQuery, replies={200: json_reply("{}", Empty)}, tags=TAGS
-    )
-)
+@operation("Delete an image and its labels", query=IdQuery, ok=json_reply("{}", Empty))
 def delete_image() -> Any:
     datastore().delete_image(check_id(parse_query(IdQuery).id))
     return jsonify({})
 
 
 @bp.get("/datastore/image")
-@operation(
-    Operation(
-        "Download an image",
-        query=ImageDownloadQuery,
-        replies={200: file_reply("the image file", "*/*")},
-        tags=TAGS,
-    )
-)
+@operation("Download an image", query=ImageDownloadQuery, ok=file_reply("the image file", "*/*"))
 def get_image() -> Any:
     q = parse_query(ImageDownloadQuery)
     image_id = check_id(q.image)
@@ -119,24 +102,17 @@ def get_image() -> Any:
 
 
 @bp.get("/datastore/image/info")
-@operation(
-    Operation(
-        "An image's info", query=ImageQuery, replies={200: json_reply("the info", JSON_OBJECT)}, tags=TAGS
-    )
-)
+@operation("An image's info", query=ImageQuery, ok=json_reply("the info", JSON_OBJECT))
 def get_image_info() -> Any:
     return jsonify(datastore().image_info(check_id(parse_query(ImageQuery).image)))
 
 
 @bp.put("/datastore/image/info")
 @operation(
-    Operation(
-        "Merge keys into an image's info",
-        query=ImageQuery,
-        form=INFO_FORM,
-        replies={200: json_reply("the info", JSON_OBJECT)},
-        tags=TAGS,
-    )
+    "Merge keys into an image's info",
+    query=ImageQuery,
+    form=INFO_FORM,
+    ok=json_reply("the info", JSON_OBJECT),
 )
 def put_image_info() -> Any:
     image_id = check_id(parse_query(ImageQuery).image)
@@ -146,14 +122,11 @@ def put_image_info() -> Any:
 
 @bp.put("/datastore/label")
 @operation(
-    Operation(
-        "Save a label of an image (NIfTI, NRRD, or OHIF's raw .bin voxels) under a tag (default final)",
-        query=LabelSaveQuery,
-        form={"label": BINARY, "params": JSON_TEXT},
-        form_required=("label",),
-        replies={200: json_reply("the saved label's id and info", JSON_OBJECT)},
-        tags=TAGS,
-    )
+    "Save a label of an image (NIfTI, NRRD, or OHIF's raw .bin voxels) under a tag (default final)",
+    query=LabelSaveQuery,
+    form={"label": BINARY, "params": JSON_TEXT},
+    required=("label",),
+    ok=json_reply("the saved label's id and info", JSON_OBJECT),
 )
 def save_label() -> Any:
     q = parse_query(LabelSaveQuery)
@@ -185,14 +158,7 @@ def save_label() -> Any:
 
 
 @bp.delete("/datastore/label")
-@operation(
-    Operation(
-        "Delete an image's label of a tag",
-        query=LabelIdQuery,
-        replies={200: json_reply("{}", Empty)},
-        tags=TAGS,
-    )
-)
+@operation("Delete an image's label of a tag", query=LabelIdQuery, ok=json_reply("{}", Empty))
 def delete_label() -> Any:
     q = parse_query(LabelIdQuery)
     datastore().delete_label(check_id(q.id), check_tag(q.tag))
@@ -201,20 +167,13 @@ def delete_label() -> Any:
 
 @bp.route("/datastore/label", methods=["GET", "HEAD"])
 @operation(
-    Operation(
-        "Download a label by label id and tag",
-        query=LabelQuery,
-        replies={200: file_reply("the label file", "*/*")},
-        tags=TAGS,
-        methods=("GET",),
-    ),
-    Operation(
-        "Is there a label of this tag for ?image=",
-        query=LabelQuery,
-        replies={200: Reply("there is")},
-        tags=TAGS,
-        methods=("HEAD",),
-    ),
+    "Download a label by label id and tag",
+    query=LabelQuery,
+    ok=file_reply("the label file", "*/*"),
+    methods=("GET",),
+)
+@operation(
+    "Is there a label of this tag for ?image=", query=LabelQuery, ok=Reply("there is"), methods=("HEAD",)
 )
 def get_label() -> Any:
     q = parse_query(LabelQuery)
@@ -228,11 +187,7 @@ def get_label() -> Any:
 
 
 @bp.get("/datastore/label/info")
-@operation(
-    Operation(
-        "A label's info", query=LabelQuery, replies={200: json_reply("the info", JSON_OBJECT)}, tags=TAGS
-    )
-)
+@operation("A label's info", query=LabelQuery, ok=json_reply("the info", JSON_OBJECT))
 def get_label_info() -> Any:
     q = parse_query(LabelQuery)
     return jsonify(datastore().label_info(check_id(q.label, "label"), check_tag(q.tag)))
@@ -240,13 +195,10 @@ def get_label_info() -> Any:
 
 @bp.put("/datastore/label/info")
 @operation(
-    Operation(
-        "Merge keys into a label's info (review state: segmentationMeta)",
-        query=LabelQuery,
-        form=INFO_FORM,
-        replies={200: json_reply("the info", JSON_OBJECT)},
-        tags=TAGS,
-    )
+    "Merge keys into a label's info (review state: segmentationMeta)",
+    query=LabelQuery,
+    form=INFO_FORM,
+    ok=json_reply("the info", JSON_OBJECT),
 )
 def put_label_info() -> Any:
     q = parse_query(LabelQuery)
@@ -257,13 +209,10 @@ def put_label_info() -> Any:
 
 @bp.put("/datastore/updatelabelinfo")
 @operation(
-    Operation(
-        "MONAI Label's older label info update (form field params)",
-        query=LabelQuery,
-        form={"params": JSON_TEXT},
-        replies={200: json_reply("null", {"type": "null"})},
-        tags=TAGS,
-    )
+    "MONAI Label's older label info update (form field params)",
+    query=LabelQuery,
+    form={"params": JSON_TEXT},
+    ok=json_reply("null", {"type": "null"}),
 )
 def update_label_info() -> Any:
     q = parse_query(LabelQuery)
@@ -275,12 +224,9 @@ def update_label_info() -> Any:
 
 @bp.get("/datastore/dataset")
 @operation(
-    Operation(
-        "The final labels and their images as a zip",
-        query=DatasetQuery,
-        replies={200: file_reply("dataset.zip", "application/zip")},
-        tags=TAGS,
-    )
+    "The final labels and their images as a zip",
+    query=DatasetQuery,
+    ok=file_reply("dataset.zip", "application/zip"),
 )
 def dataset() -> Any:
     limit = parse_query(DatasetQuery).limit_cases

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from server.api.common import parse_query, services
-from server.api.openapi import Operation, json_reply, operation
+from server.api.openapi import json_reply, operation
 from server.api.requests import SeriesQuery
 from server.dicom.service import DicomService
 from server.errors import NotFound
@@ -26,52 +26,31 @@ def dicom() -> DicomService:
 
 
 @bp.get("/dicom/")
-@operation(
-    Operation(
-        "Listener, DICOMweb source, series by state and SEG exports",
-        replies={200: json_reply("the status")},
-        tags=TAGS,
-    )
-)
+@operation("Listener, DICOMweb source, series by state and SEG exports", ok=json_reply("the status"))
 def status() -> Any:
     return jsonify(dicom().status())
 
 
 @bp.get("/dicom/series")
-@operation(
-    Operation(
-        "The series catalogue, paged by series UID",
-        query=SeriesQuery,
-        replies={200: json_reply("a page of series")},
-        tags=TAGS,
-    )
-)
+@operation("The series catalogue, paged by series UID", query=SeriesQuery, ok=json_reply("a page of series"))
 def series_list() -> Any:
     q = parse_query(SeriesQuery)
     return jsonify(dicom().list_series(q.state, q.source, q.after, q.limit))
 
 
 @bp.get("/dicom/series/<uid>")
-@operation(Operation("One series with its SEG exports", replies={200: json_reply("the series")}, tags=TAGS))
+@operation("One series with its SEG exports", ok=json_reply("the series"))
 def series(uid: str) -> Any:
     return jsonify(dicom().series(uid))
 
 
 @bp.post("/dicom/series/<uid>/fetch")
-@operation(
-    Operation("Fetch a DICOMweb series first", replies={202: json_reply("the series, queued")}, tags=TAGS)
-)
+@operation("Fetch a DICOMweb series first", ok=json_reply("the series, queued"), status=202)
 def fetch(uid: str) -> Any:
     return jsonify(dicom().request_fetch(uid)), 202
 
 
 @bp.post("/dicom/sync")
-@operation(
-    Operation(
-        "Refresh the catalogue from the DICOMweb source (QIDO)",
-        replies={202: json_reply("queued")},
-        tags=TAGS,
-    )
-)
+@operation("Refresh the catalogue from the DICOMweb source (QIDO)", ok=json_reply("queued"), status=202)
 def sync() -> Any:
     return jsonify(dicom().request_sync()), 202

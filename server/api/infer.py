@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from server.api.common import content_disposition, form_params, parse_query, services
-from server.api.openapi import BINARY, JSON_TEXT, Operation, Reply, operation
+from server.api.openapi import BINARY, JSON_TEXT, Reply, operation
 from server.api.requests import InferQuery
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, upload_ext
 from server.inference.request import InferResult
@@ -24,22 +24,17 @@ def inference() -> InferenceService:
 
 @bp.post("/infer/<model>")
 @operation(
-    Operation(
-        "Run a model on a datastore image (?image=), a session (?session_id=) or an uploaded file",
-        query=InferQuery,
-        form={"file": BINARY, "label": BINARY, "params": JSON_TEXT},
-        replies={
-            200: Reply(
-                "output=all: multipart (params JSON, then the result file); image: the file; json: params",
-                {
-                    "multipart/form-data": {"type": "object"},
-                    "application/octet-stream": BINARY,
-                    "application/json": {},
-                },
-            )
+    "Run a model on a datastore image (?image=), a session (?session_id=) or an uploaded file",
+    query=InferQuery,
+    form={"file": BINARY, "label": BINARY, "params": JSON_TEXT},
+    ok=Reply(
+        "output=all: multipart (params JSON, then the result file); image: the file; json: params",
+        {
+            "multipart/form-data": {"type": "object"},
+            "application/octet-stream": BINARY,
+            "application/json": {},
         },
-        tags=("infer",),
-    )
+    ),
 )
 def infer(model: str) -> Any:
     service = inference()

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from server.api.common import services
-from server.api.openapi import Operation, json_reply, operation
+from server.api.openapi import json_reply, operation
 from server.api.schemas import InfoReply
 
 bp = Blueprint("info", __name__)
@@ -46,11 +46,8 @@ def build_info() -> dict[str, Any]:
 
 @bp.get("/info/")
 @operation(
-    Operation(
-        "The app: models, trainers, strategies, scoring, train stats, datastore stats",
-        replies={200: json_reply("the app", InfoReply)},
-        tags=("info",),
-    )
+    "The app: models, trainers, strategies, scoring, train stats, datastore stats",
+    ok=json_reply("the app", InfoReply),
 )
 def info() -> Response:
     return jsonify(build_info())

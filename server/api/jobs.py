@@ -3,10 +3,11 @@ status route (the latest task, ``all``, or ``check_if_running``). The logic is i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from server.api.common import parse_query, services
-from server.api.openapi import Operation, json_reply
+from server.api.openapi import F, json_reply, operation
 from server.api.requests import JobStartQuery, JobStatusQuery
 from server.api.schemas import Task
 from server.jobs.service import JobService
@@ -35,29 +36,21 @@ def status(kind: str) -> Any:
     return jobs().status(kind, all_tasks=q.all, check_if_running=q.check_if_running)
 
 
-def status_operation(what: str) -> Operation:
-    return Operation(
+def status_operation(what: str) -> Callable[[F], F]:
+    return operation(
         f"The latest {what} task, all of them (?all=true) or the running one (?check_if_running=true)",
         query=JobStatusQuery,
-        replies={200: json_reply("a task, or every task", TASK_OR_TASKS)},
-        tags=("jobs",),
+        ok=json_reply("a task, or every task", TASK_OR_TASKS),
     )
 
 
-def stop_operation(what: str) -> Operation:
-    return Operation(
-        f"Stop the running (else the oldest queued) {what} job; null when none is active",
-        replies={
-            200: json_reply(
-                "the stopped task, or null",
-                {"anyOf": [{"$ref": "#/components/schemas/Task"}, {"type": "null"}]},
-            )
-        },
-        tags=("jobs",),
-    )
+def stop_operation(what: str) -> Callable[[F], F]:
+    stopped = {"anyOf": [{"$ref": "#/components/schemas/Task"}, {"type": "null"}]}
+    summary = f"Stop the running (else the oldest queued) {what} job; null when none is active"
+    return operation(summary, ok=json_reply("the stopped task, or null", stopped))
 
 
-def start_operation(summary: str, query: type[JobStartQuery] = JobStartQuery, body: Any = None) -> Operation:
-    return Operation(
-        summary, query=query, body=body, replies={200: json_reply("the task", Task)}, tags=("jobs",)
-    )
+def start_operation(
+    summary: str, query: type[JobStartQuery] = JobStartQuery, body: Any = None
+) -> Callable[[F], F]:
+    return operation(summary, query=query, body=body, ok=json_reply("the task", Task))

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from server.api.common import parse_query, services
-from server.api.openapi import Operation, Reply, operation
+from server.api.openapi import Reply, operation
 from server.api.requests import LogsQuery
 from server.errors import NotFound
 
@@ -26,12 +26,9 @@ def log_file() -> Path:
 
 @bp.get("/logs/")
 @operation(
-    Operation(
-        "The last lines of the server log, as a page or plain text",
-        query=LogsQuery,
-        replies={200: Reply("the log", {"text/html": TEXT, "text/plain": TEXT})},
-        tags=("logs",),
-    )
+    "The last lines of the server log, as a page or plain text",
+    query=LogsQuery,
+    ok=Reply("the log", {"text/html": TEXT, "text/plain": TEXT}),
 )
 def logs() -> Any:
     q = parse_query(LogsQuery)
@@ -51,13 +48,7 @@ def logs() -> Any:
 
 
 @bp.get("/logs/gpu")
-@operation(
-    Operation(
-        "nvidia-smi's output (404 without a GPU)",
-        replies={200: Reply("its output", {"text/plain": TEXT})},
-        tags=("logs",),
-    )
-)
+@operation("nvidia-smi's output (404 without a GPU)", ok=Reply("its output", {"text/plain": TEXT}))
 def gpu() -> Any:
     exe = shutil.which("nvidia-smi")
     if exe is None:

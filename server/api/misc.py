@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from server import __version__
-from server.api.openapi import Operation, Reply, json_reply, operation
+from server.api.openapi import Reply, json_reply, operation
 from server.api.schemas import Empty
 
 bp = Blueprint("misc", __name__)
@@ -13,11 +13,8 @@ bp = Blueprint("misc", __name__)
 
 @bp.get("/")
 @operation(
-    Operation(
-        "A page that says the server is up (the Reviewer plugin connects with it)",
-        replies={200: Reply("page", {"text/html": {"type": "string"}})},
-        tags=("info",),
-    )
+    "A page that says the server is up (the Reviewer plugin connects with it)",
+    ok=Reply("page", {"text/html": {"type": "string"}}),
 )
 def home() -> Response:
     page = (
@@ -29,12 +26,6 @@ def home() -> Response:
 
 
 @bp.post("/reload")
-@operation(
-    Operation(
-        "MONAI Label's app reload (nothing to reload here)",
-        replies={200: json_reply("{}", Empty)},
-        tags=("info",),
-    )
-)
+@operation("MONAI Label's app reload (nothing to reload here)", ok=json_reply("{}", Empty))
 def reload() -> Response:
     return jsonify({})

@@ -8,26 +8,20 @@ from flask import Blueprint, jsonify
 
 from server.api.common import download, form_params, require_file
 from server.api.infer import inference
-from server.api.openapi import BINARY, JSON_TEXT, Operation, file_reply, json_reply, operation
+from server.api.openapi import BINARY, JSON_TEXT, file_reply, json_reply, operation
 
 bp = Blueprint("model", __name__)
 TAGS = ("model",)
 
 
 @bp.get("/model/info/<name>")
-@operation(
-    Operation("The model's current version and its metrics", replies={200: json_reply("the info")}, tags=TAGS)
-)
+@operation("The model's current version and its metrics", ok=json_reply("the info"))
 def model_info(name: str) -> Any:
     return jsonify(inference().model_info(name))
 
 
 @bp.get("/model/<name>")
-@operation(
-    Operation(
-        "Download the model's current weights", replies={200: file_reply("the checkpoint", "*/*")}, tags=TAGS
-    )
-)
+@operation("Download the model's current weights", ok=file_reply("the checkpoint", "*/*"))
 def get_model(name: str) -> Any:
     path, filename = inference().weights_file(name)
     return download(path, filename)
@@ -35,13 +29,10 @@ def get_model(name: str) -> Any:
 
 @bp.put("/model/<name>")
 @operation(
-    Operation(
-        "Publish a checkpoint as the model's next version (checked to load into its network)",
-        form={"file": BINARY, "params": JSON_TEXT},
-        form_required=("file",),
-        replies={200: json_reply("the new version's info")},
-        tags=TAGS,
-    )
+    "Publish a checkpoint as the model's next version (checked to load into its network)",
+    form={"file": BINARY, "params": JSON_TEXT},
+    required=("file",),
+    ok=json_reply("the new version's info"),
 )
 def put_model(name: str) -> Any:
     storage = require_file("file")
@@ -56,11 +47,7 @@ def put_model(name: str) -> Any:
 
 
 @bp.delete("/model/<name>")
-@operation(
-    Operation(
-        "Retire the model's current version", replies={200: json_reply("the retired version")}, tags=TAGS
-    )
-)
+@operation("Retire the model's current version", ok=json_reply("the retired version"))
 def delete_model(name: str) -> Any:
     retired = inference().delete(name)
     return jsonify({"deleted": retired.version, **inference().weights_info(name)})

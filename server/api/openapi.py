@@ -72,17 +72,29 @@ class Operation:
     query: type[BaseModel] | None = None
     body: SchemaLike | None = None  # a JSON body
     form: Mapping[str, SchemaLike] | None = None  # multipart/form-data fields
-    form_required: tuple[str, ...] = ()
-    replies: dict[int, Reply] = field(default_factory=dict)
-    tags: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()  # the form fields that must be there
+    ok: Reply | None = None  # the success reply
+    status: int = 200  # ... and its status
     methods: tuple[str, ...] = ()  # only these methods of the rule (a view shared by GET and HEAD)
 
 
-def operation(*ops: Operation) -> Callable[[F], F]:
-    """Declare what a view takes and answers (one Operation, or one per method)."""
+def operation(
+    summary: str,
+    *,
+    query: type[BaseModel] | None = None,
+    body: SchemaLike | None = None,
+    form: Mapping[str, SchemaLike] | None = None,
+    required: tuple[str, ...] = (),
+    ok: Reply | None = None,
+    status: int = 200,
+    methods: tuple[str, ...] = (),
+) -> Callable[[F], F]:
+    """Declare what a view takes and answers (see :class:`Operation`); a view that serves methods
+    differently stacks one declaration per method (``methods=("HEAD",)``)."""
+    op = Operation(summary, query, body, form, required, ok, status, methods)
 
     def mark(view: F) -> F:
-        view.__dict__["openapi_operations"] = ops
+        view.__dict__["openapi_operations"] = (*view.__dict__.get("openapi_operations", ()), op)
         return view
 
     return mark
@@ -150,7 +162,7 @@ def operation_object(
     out: dict[str, Any] = {
         "operationId": method.lower() + (re.sub(r"[^A-Za-z0-9]+", "_", rule.rule).rstrip("_") or "_root"),
         "summary": op.summary if op is not None else rule.endpoint,
-        "tags": list(op.tags) if op is not None and op.tags else [rule.endpoint.split(".")[0]],
+        "tags": [rule.endpoint.split(".")[0]],
     }
     parameters = []
     for name in path_params:
@@ -181,10 +193,11 @@ def operation_object(
     if op is not None and op.form is not None:
         props = {name: schema_of(s, schemas) for name, s in op.form.items()}
         form_schema: dict[str, Any] = {"type": "object", "properties": props}
-        if op.form_required:
-            form_schema["required"] = list(op.form_required)
+        if op.required:
+            form_schema["required"] = list(op.required)
         out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form_schema}}}
-    replies = dict(op.replies) if op is not None and op.replies else {200: json_reply("the reply")}
+    ok = op.ok if op is not None and op.ok is not None else json_reply("the reply")
+    replies = {op.status if op is not None else 200: ok}
     responses: dict[str, Any] = {}
     for code, reply in sorted(replies.items()):
         entry: dict[str, Any] = {"description": reply.description}
@@ -229,7 +242,7 @@ SWAGGER_ASSETS = {"swagger-ui.css": "css", "swagger-ui-bundle.js": "js"}
 
 
 @bp.get("/openapi.json")
-@operation(Operation("This document: the OpenAPI 3.1 description of every route", tags=("docs",)))
+@operation("This document: the OpenAPI 3.1 description of every route")
 def openapi_json() -> Response:
     spec = services().spec
     examples = {
@@ -243,11 +256,7 @@ def openapi_json() -> Response:
 
 @bp.get("/docs/")
 @operation(
-    Operation(
-        "Swagger UI over /openapi.json (local assets)",
-        tags=("docs",),
-        replies={200: Reply("page", {"text/html": {"type": "string"}})},
-    )
+    "Swagger UI over /openapi.json (local assets)", ok=Reply("page", {"text/html": {"type": "string"}})
 )
 def docs() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html")
@@ -255,13 +264,8 @@ def docs() -> Response:
 
 @bp.get("/docs/<asset>")
 @operation(
-    Operation(
-        "Swagger UI's script and style sheet",
-        tags=("docs",),
-        replies={
-            200: Reply("the asset", {"text/css": {"type": "string"}, "text/javascript": {"type": "string"}})
-        },
-    )
+    "Swagger UI's script and style sheet",
+    ok=Reply("the asset", {"text/css": {"type": "string"}, "text/javascript": {"type": "string"}}),
 )
 def docs_asset(asset: str) -> Response:
     folder = SWAGGER_ASSETS.get(asset)

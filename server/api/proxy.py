@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from server.api.common import services
-from server.api.openapi import Operation, file_reply, operation
+from server.api.openapi import file_reply, operation
 from server.dicom.proxy import DicomWebProxy
 from server.errors import NotFound
 
@@ -24,11 +24,8 @@ def proxy() -> DicomWebProxy:
 
 @bp.route("/proxy/dicom/<path:path>", methods=["GET", "POST"])
 @operation(
-    Operation(
-        "The DICOMweb source relayed (QIDO, WADO, STOW); 404 when none is configured",
-        replies={200: file_reply("the source's reply", "*/*")},
-        tags=("dicom",),
-    )
+    "The DICOMweb source relayed (QIDO, WADO, STOW); 404 when none is configured",
+    ok=file_reply("the source's reply", "*/*"),
 )
 def dicom(path: str) -> Any:
     body = request.stream if request.method == "POST" else None

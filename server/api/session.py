@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from server.api.common import download, parse_query, services
-from server.api.openapi import BINARY, Operation, Reply, json_reply, operation
+from server.api.openapi import BINARY, Reply, json_reply, operation
 from server.api.requests import SessionCreateQuery, SessionGetQuery
 
 bp = Blueprint("session", __name__)
@@ -17,14 +17,11 @@ SESSION = {"type": "object", "properties": {"session_id": {"type": "string"}}}
 
 @bp.put("/session/")
 @operation(
-    Operation(
-        "Upload one volume (or its DICOM files) for a while; infer on it with ?session_id=",
-        query=SessionCreateQuery,
-        form={"files": {"type": "array", "items": BINARY}},
-        form_required=("files",),
-        replies={200: json_reply("the session", SESSION)},
-        tags=TAGS,
-    )
+    "Upload one volume (or its DICOM files) for a while; infer on it with ?session_id=",
+    query=SessionCreateQuery,
+    form={"files": {"type": "array", "items": BINARY}},
+    required=("files",),
+    ok=json_reply("the session", SESSION),
 )
 def create() -> Any:
     q = parse_query(SessionCreateQuery)
@@ -34,14 +31,9 @@ def create() -> Any:
 
 @bp.get("/session/<session_id>")
 @operation(
-    Operation(
-        "A session's info, or its image (?image=true)",
-        query=SessionGetQuery,
-        replies={
-            200: Reply("the info, or the image", {"application/json": {"type": "object"}, "*/*": BINARY})
-        },
-        tags=TAGS,
-    )
+    "A session's info, or its image (?image=true)",
+    query=SessionGetQuery,
+    ok=Reply("the info, or the image", {"application/json": {"type": "object"}, "*/*": BINARY}),
 )
 def get(session_id: str) -> Any:
     q = parse_query(SessionGetQuery)
@@ -53,6 +45,6 @@ def get(session_id: str) -> Any:
 
 
 @bp.delete("/session/<session_id>")
-@operation(Operation("Remove a session", replies={200: json_reply("the removed session")}, tags=TAGS))
+@operation("Remove a session", ok=json_reply("the removed session"))
 def delete(session_id: str) -> Any:
     return jsonify(services().sessions.delete(session_id))

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from server.api.common import body_params, parse_query, services
 from server.api.jobs import jobs, start, start_operation, status, status_operation, stop_operation
-from server.api.openapi import Operation, json_reply, operation
+from server.api.openapi import json_reply, operation
 from server.api.requests import JobStartQuery
 from server.api.schemas import TrainBody
 
@@ -16,30 +16,23 @@ bp = Blueprint("train", __name__)
 
 
 @bp.get("/train/")
-@operation(status_operation("training"))
+@status_operation("training")
 def train_status() -> Any:
     return jsonify(status("train"))
 
 
 @bp.post("/train/<model>")
-@operation(
-    start_operation(
-        "Train a trainer on the final labels (429 while one runs, unless enqueue)", body=TrainBody
-    )
-)
+@start_operation("Train a trainer on the final labels (429 while one runs, unless enqueue)", body=TrainBody)
 def train_start(model: str) -> Any:
     return jsonify(start("train", model, body_params(), parse_query(JobStartQuery)))
 
 
 @bp.post("/train/")
 @operation(
-    Operation(
-        "OHIF's form: {<trainer>: {overrides}}; every trainer is started (or answered busy)",
-        query=JobStartQuery,
-        body={"type": "object", "additionalProperties": {"type": "object"}},
-        replies={200: json_reply("per trainer: {result: task or null, detail}")},
-        tags=("jobs",),
-    )
+    "OHIF's form: {<trainer>: {overrides}}; every trainer is started (or answered busy)",
+    query=JobStartQuery,
+    body={"type": "object", "additionalProperties": {"type": "object"}},
+    ok=json_reply("per trainer: {result: task or null, detail}"),
 )
 def train_start_all() -> Any:
     q = parse_query(JobStartQuery)
@@ -47,6 +40,6 @@ def train_start_all() -> Any:
 
 
 @bp.delete("/train/")
-@operation(stop_operation("training"))
+@stop_operation("training")
 def train_stop() -> Any:
     return jsonify(jobs().stop("train"))

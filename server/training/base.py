@@ -40,10 +40,10 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose
 from monai.utils import set_determinism
-from torch import nn
+from torch import Tensor, nn
 
 from server.training.config import TrainConfig
-from server.training.semi import SemiSupervision, cycle
+from server.training.semi import Forward, LossFn, SemiSupervision, cycle
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,8 @@ class Objective(Protocol):
     :class:`~server.training.semi.SemiSupervision` (the teacher's loss on unlabelled batches too)."""
 
     def loss(
-        self,
-        model: Callable[[torch.Tensor], torch.Tensor],
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        image: torch.Tensor,
-        label: torch.Tensor,
-        progress: float,
-    ) -> torch.Tensor: ...
+        self, model: Forward, loss_fn: LossFn, image: Tensor, label: Tensor, progress: float
+    ) -> Tensor: ...
     def after_step(self, student: nn.Module) -> None: ...
     def epoch_stats(self) -> dict[str, Any]: ...
 
@@ -121,14 +116,7 @@ class Objective(Protocol):
 class Supervised:
     """The plain objective: the recipe's loss on the labelled batch."""
 
-    def loss(
-        self,
-        model: Callable[[torch.Tensor], torch.Tensor],
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        image: torch.Tensor,
-        label: torch.Tensor,
-        progress: float,
-    ) -> torch.Tensor:
+    def loss(self, model: Forward, loss_fn: LossFn, image: Tensor, label: Tensor, progress: float) -> Tensor:
         return loss_fn(model(image), label)
 
     def after_step(self, student: nn.Module) -> None:

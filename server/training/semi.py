@@ -30,9 +30,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from server.training.perturb import PERTURBATIONS, CopyPaste, StrongView
+
+Forward = Callable[[Tensor], Tensor]  # a network (or its DDP wrapper) as the step calls it
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, target) -> loss
 
 METHODS = ("mean_teacher", "pseudo_label")
 
@@ -192,14 +195,7 @@ class SemiSupervision:
         self._unlabelled_loss = torch.zeros(())
         self._count = 0
 
-    def loss(
-        self,
-        model: Callable[[torch.Tensor], torch.Tensor],
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        image: torch.Tensor,
-        label: torch.Tensor,
-        progress: float,
-    ) -> torch.Tensor:
+    def loss(self, model: Forward, loss_fn: LossFn, image: Tensor, label: Tensor, progress: float) -> Tensor:
         """Supervised loss on ``(image, label)`` plus the ramped, masked unlabelled loss (one forward)."""
         unlabelled = next(self.batches)
         probs = teacher_probabilities(self.teacher, unlabelled)

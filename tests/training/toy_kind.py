@@ -8,9 +8,8 @@ from typing import Any
 from server.appspec import AppSpec
 from server.errors import Unprocessable
 from server.jobs import models as jm
-from server.jobs.kinds.base import JobContext, JobKind, Submission
+from server.jobs.kinds.base import JobContext, JobKind, Submission, Submitter
 from server.jobs.models import Job
-from server.jobs.service import JobService
 from server.settings import Settings
 
 
@@ -31,7 +30,7 @@ class Toy(JobKind):
             ctx.update(progress=i / steps)
         ctx.update(result={"counted": steps, "studies": ctx.services.datastore.stats()["total"]})
 
-    def after(self, job: Job, jobs: JobService, settings: Settings) -> None:
+    def after(self, job: Job, jobs: Submitter, settings: Settings) -> None:
         if job.status == jm.DONE and job.request.get("chain"):
             jobs.submit(self.name, job.model, {"steps": 1, "follow_up_of": job.id}, enqueue=True)
 

@@ -10,24 +10,56 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import update
 
 from server.appspec import AppSpec
 from server.jobs.models import Job
 
-if TYPE_CHECKING:  # the job's process and the consumer hand these in; importing them here would cycle
-    from server.jobs.service import JobService
-    from server.services import Services
+if TYPE_CHECKING:
+    from server.database import Database
+    from server.datastore.store import Datastore
+    from server.inference.service import InferenceService
+    from server.pseudo import PseudoLabels
+    from server.registry import ModelRegistry
     from server.settings import Settings
+
+
+class JobServices(Protocol):
+    """What a job's process offers its kind (:class:`server.services.Services` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def spec(self) -> AppSpec: ...
+    @property
+    def datastore(self) -> Datastore: ...
+    @property
+    def registry(self) -> ModelRegistry: ...
+    @property
+    def inference(self) -> InferenceService: ...
+    @property
+    def pseudo(self) -> PseudoLabels: ...
+
+
+class Submitter(Protocol):
+    """What a kind's follow-ups may ask of the job service (:class:`server.jobs.service.JobService`)."""
+
+    def submit(
+        self, kind: str, model: str, request: dict[str, Any], *, enqueue: bool = False
+    ) -> dict[str, Any]: ...
+    def submit_if_idle(self, kind: str, model: str, request: dict[str, Any]) -> dict[str, Any] | None: ...
+    def final_labels_since(self, ts: float) -> int: ...
 
 
 @dataclass
 class JobContext:
     """What a running job sees: its row, and the services of its process (built for the job)."""
 
-    services: Services
+    services: JobServices
     job: Job
 
     @property
@@ -77,6 +109,6 @@ class JobKind(ABC):
         """How many of the consumer's device slots the job takes (one by default)."""
         return 1
 
-    def after(self, job: Job, jobs: JobService, settings: Settings) -> None:
+    def after(self, job: Job, jobs: Submitter, settings: Settings) -> None:
         """Called by the consumer once the job has ended (any status): submit its follow-ups."""
         return None

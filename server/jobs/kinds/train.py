@@ -21,13 +21,12 @@ from server.appspec import AppSpec, TrainingRecipe
 from server.errors import NotFound, Unprocessable
 from server.jobs import models as jm
 from server.jobs.campaign import retrain_after
-from server.jobs.kinds.base import JobContext, JobKind, Submission
+from server.jobs.kinds.base import JobContext, JobKind, Submission, Submitter
 from server.jobs.models import Job
 from server.training.config import TrainConfig
 from server.wire import parse_bool
 
 if TYPE_CHECKING:
-    from server.jobs.service import JobService
     from server.settings import Settings
     from server.training.base import TrainResult
 
@@ -70,7 +69,7 @@ class Train(JobKind):
             multi = True  # refused by the trainer when it starts; the slot count does not matter then
         return available if multi else 1
 
-    def after(self, job: Job, jobs: JobService, settings: Settings) -> None:
+    def after(self, job: Job, jobs: Submitter, settings: Settings) -> None:
         if job.status == jm.DONE and parse_bool(job.request.get("rescore", True)):
             jobs.submit("scoring", job.model, {"after_train": job.id}, enqueue=True)
         if job.request.get("campaign"):

@@ -148,3 +148,34 @@ def test_broken_app_fails_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text("x = 1\n")
     with pytest.raises(AppLoadError, match="build_app"):
         load_app(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("declaration", "reason"),
+    [
+        (
+            "ModelSpec('seg', 'segmentation', ['liver'], task=object())",
+            "model 'seg': object is not an inference task",
+        ),
+        ("TrainerSpec('seg', task='train me')", "trainer 'seg': str is not a training recipe"),
+        ("ScoringSpec('entropy', method=42)", "scoring 'entropy': int is not a scoring method"),
+    ],
+)
+def test_a_wrong_object_in_an_app_slot_fails_at_load_naming_the_file(
+    tmp_path: Path, declaration: str, reason: str
+) -> None:
+    slot = {
+        "ModelSpec": "models={'seg': %s}",
+        "TrainerSpec": "trainers={'seg': %s}",
+        "ScoringSpec": "scoring={'entropy': %s}",
+    }
+    kind = declaration.split("(")[0]
+    (tmp_path / "main.py").write_text(
+        "from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec\n\n"
+        "def build_app(app_dir, conf):\n"
+        f"    return AppSpec(name='bad', labels=['liver'], {slot[kind] % declaration})\n"
+    )
+    with pytest.raises(AppLoadError) as err:
+        load_app(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "main.py") in message and reason in message and "missing:" in message

@@ -21,7 +21,7 @@ from server.jobs.models import Job
 from server.jobs.procs import kill_tree
 from server.jobs.supervisor import DeviceSlots
 from server.settings import settings_env
-from server.training.base import TrainContext, split
+from server.training.base import TrainContext, TrainState, split
 from server.training.config import BadTrainParams, TrainConfig
 from server.training.segmentation import SegmentationTrainer
 from tests.conftest import REPO, write_label, write_volume
@@ -106,6 +106,44 @@ def test_early_stopping_and_stats_shape(items: list[dict[str, Any]], tmp_path: P
     }
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
     json.dumps(seen)  # what clients read is plain JSON (no NaN)
+
+
+def test_a_training_regime_overrides_hooks_not_the_template(
+    items: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A regime is a subclass: here a step hook that halves the loss and counts, and an epoch-end hook
+    that stops after the second epoch; ``run`` is untouched and still writes checkpoints and stats."""
+
+    class Halved(SegmentationTrainer):
+        steps = 0
+
+        def train_step(self, state: TrainState, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+            Halved.steps += 1
+            loss, size = super().train_step(state, batch)
+            return loss / 2, size
+
+        def on_epoch_end(self, state: TrainState) -> bool:
+            return super().on_epoch_end(state) or state.epoch == 2
+
+    trainer = Halved(labels=["sphere"], roi_size=(32, 32, 32), intensity_range=(-500.0, 500.0))
+    trainer.network = lambda: nn.Sequential(nn.Conv3d(1, 2, 1))  # type: ignore[method-assign]
+    seen: list[dict[str, Any]] = []
+    result = trainer.run(
+        TrainContext(items, tmp_path / "out", {"max_epochs": 10, "val_split": 0.25}, on_epoch=seen.append)
+    )
+    assert result.epochs_run == 2 and [s["epoch"] for s in seen] == [1, 2]
+    assert Halved.steps == 2 * 3  # three training studies, batch size one, two epochs
+    assert result.last_checkpoint is not None and result.last_checkpoint.is_file()
+    assert "semi_supervised" not in seen[-1]  # the supervised objective adds no stats
+
+
+def test_multi_gpu_is_read_alike_by_the_trainer_and_the_consumer() -> None:
+    from server.jobs.kinds.train import KIND as TRAIN
+
+    for raw, multi in (("no", False), ("0", False), (False, False), ("yes", True), ("true", True), (1, True)):
+        assert TrainConfig.build({}, {"multi_gpu": raw}).multi_gpu is multi
+        assert TRAIN.devices({"multi_gpu": raw}, available=4) == (4 if multi else 1)
+    assert TRAIN.devices({}, available=4) == 4  # the default: every GPU
 
 
 def test_device_slots_one_job_per_device() -> None:

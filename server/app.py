@@ -16,6 +16,7 @@ from server import __version__
 from server.api import BLUEPRINTS, auth
 from server.api.common import SERVICES_KEY
 from server.api.errors import register_error_handlers
+from server.api.jsonout import FiniteJSONProvider
 from server.appspec import AppSpec
 from server.services import build_services
 from server.settings import Settings
@@ -31,11 +32,12 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     services = build_services(settings, app_spec, role="server", background=background)
 
     app = Flask("labelloop", static_folder=None)
+    app.json_provider_class = FiniteJSONProvider
+    app.json = FiniteJSONProvider(app)  # replies are valid JSON: NaN and infinities become null
     app.url_map.strict_slashes = False  # serve /info and /info/ alike, never a redirect
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[SERVICES_KEY] = services
-    CORS(app, origins=settings.cors_origins, supports_credentials=True)
+    install_cors(app, settings.cors_origins)
     register_error_handlers(app)
     if settings.api_token:
         auth.install(app, settings.api_token)
@@ -43,6 +45,17 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
         app.register_blueprint(blueprint)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)
     return app
+
+
+def install_cors(app: Flask, origins: str) -> None:
+    """CORS from a configured list. ``*`` (the default) allows every origin without credentials:
+    a browser then sends no cookie, and no origin is ever reflected with credentials allowed. A list
+    of origins (comma-separated) allows credentials for exactly those."""
+    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    if not allowed or "*" in allowed:
+        CORS(app, origins="*", send_wildcard=True, supports_credentials=False)
+    else:
+        CORS(app, origins=allowed, supports_credentials=True)
 
 
 def _setup_file_logging(settings: Settings) -> None:

@@ -149,6 +149,13 @@ class AppSpec:
     strategies: dict[str, Strategy] = field(default_factory=default_strategies)
     scoring: dict[str, ScoringSpec] = field(default_factory=dict)
 
+    def label_max(self) -> int | None:
+        """The highest label index a saved label may hold (None: the app declares no labels)."""
+        labels = self.all_labels()
+        if not labels:
+            return None
+        return max(labels.values()) if isinstance(labels, dict) else len(labels)
+
     def all_labels(self) -> list[str] | dict[str, int]:
         if self.labels is not None:
             return self.labels

@@ -175,7 +175,9 @@ def _start(args: argparse.Namespace) -> int:
         port=settings.port,
         threads=settings.threads,
         max_request_body_size=settings.max_upload_mb * 1024 * 1024,
-        channel_timeout=300,
+        channel_timeout=settings.http_idle_seconds,  # an idle connection is closed after this
+        connection_limit=settings.http_connection_limit,  # open connections before new ones wait
+        cleanup_interval=10,
         ident="labelloop",
     )
     return 0

@@ -18,12 +18,22 @@ class BadRequest(LabelloopError):
     status = 400
 
 
+class Forbidden(LabelloopError):
+    status = 403
+
+
 class NotFound(LabelloopError):
     status = 404
 
 
 class Conflict(LabelloopError):
     status = 409
+
+
+class TooLarge(LabelloopError):
+    """An upload over a configured limit (voxels, bytes, archive members)."""
+
+    status = 413
 
 
 class Unprocessable(LabelloopError):

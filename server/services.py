@@ -28,6 +28,7 @@ from server.apploader import load_app
 from server.appspec import AppSpec
 from server.database import Database
 from server.datastore.indexer import IndexReport, index_studies
+from server.datastore.intake import Limits
 from server.datastore.store import Datastore
 from server.dicom.service import DicomService
 from server.inference.service import InferenceService
@@ -76,7 +77,9 @@ class Services:
 
     @cached_property
     def datastore(self) -> Datastore:
-        return Datastore(self.db, self.settings.studies)
+        s = self.settings
+        limits = Limits(max_voxels=s.max_voxels, max_bytes=s.max_volume_mb * 1024 * 1024)
+        return Datastore(self.db, s.studies, limits, self.spec.label_max(), locks_dir=s.data / "locks")
 
     @cached_property
     def sessions(self) -> SessionStore:
@@ -180,6 +183,7 @@ def build_services(
             services.dicom.start()
             atexit.register(services.dicom.stop)
         services.jobs.recover()
+        services.jobs.start_watchdog()
         if settings.embedded_worker:
             services.consumer = start_consumer(settings)
     return services

@@ -17,15 +17,26 @@ from sqlalchemy.orm import Session
 from server.database import Database
 from server.datastore.files import write_stream
 from server.datastore.ids import inside
-from server.errors import BadRequest, NotFound
+from server.errors import BadRequest, NotFound, TooLarge, Unprocessable
 from server.models import Session as SessionRow
 
 log = logging.getLogger(__name__)
 
 
+MAX_NAME = 120  # characters of a stored file name (the file system allows 255 bytes)
+MAX_MEMBERS = 10_000  # files in one uploaded zip
+MAX_UNZIPPED = 16 << 30  # bytes of one uploaded zip, unpacked
+
+
 def safe_name(filename: str | None, default: str = "image.nii.gz") -> str:
+    """A plain file name: no folders, only safe characters, at most :data:`MAX_NAME` (the stem is cut,
+    the extensions kept)."""
     name = Path((filename or "").replace("\\", "/")).name
-    cleaned = "".join(c for c in name if c.isalnum() or c in "._-+ ").strip(" .")
+    cleaned = "".join(c for c in name if (c.isascii() and c.isalnum()) or c in "._-+ ").strip(" .")
+    if len(cleaned) > MAX_NAME:
+        stem, dot, exts = cleaned.partition(".")
+        exts = exts[-40:]
+        cleaned = stem[: MAX_NAME - len(exts) - 1] + dot + exts
     return cleaned or default
 
 
@@ -153,13 +164,24 @@ def _info(row: SessionRow) -> dict[str, Any]:
 
 
 def _unzip(archive: Path, folder: Path) -> list[Path]:
+    """The archive's files, flat in ``folder``; bounded in members and in bytes written (a zip bomb
+    stops at :data:`MAX_UNZIPPED`, whatever its directory claims)."""
     out = []
-    with zipfile.ZipFile(archive) as zf:
-        for member in zf.infolist():
-            if member.is_dir():
-                continue
-            dest = folder / safe_name(member.filename)
-            with zf.open(member) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            out.append(dest)
+    written = 0
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > MAX_MEMBERS:
+                raise TooLarge(f"the zip holds {len(members)} files; at most {MAX_MEMBERS}")
+            for member in members:
+                dest = folder / safe_name(member.filename)
+                with zf.open(member) as src, open(dest, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        written += len(block)
+                        if written > MAX_UNZIPPED:
+                            raise TooLarge(f"the zip unpacks to more than {MAX_UNZIPPED} bytes")
+                        dst.write(block)
+                out.append(dest)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise Unprocessable(f"the zip does not unpack: {exc}") from None
     return out

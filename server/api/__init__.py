@@ -15,6 +15,7 @@ from server.api import (
     batch,
     datastore,
     dicom,
+    health,
     infer,
     info,
     logs,
@@ -43,4 +44,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     proxy.bp,
     auth.bp,
     openapi.bp,
+    health.bp,
 )

@@ -17,7 +17,7 @@ from server.api.openapi import json_reply, operation
 from server.errors import NotFound
 
 bp = Blueprint("auth", __name__)
-OPEN_PATHS = ("/", "/auth/", "/auth", "/auth/token")
+OPEN_PATHS = ("/", "/auth/", "/auth", "/auth/token", "/health/live", "/health/ready")
 TAGS = ("auth",)
 
 

@@ -48,19 +48,47 @@ def describe(exc: ValidationError, what: str) -> str:
     return "; ".join(parts)
 
 
+MAX_JSON_DEPTH = 32  # nesting of objects and lists in a request's JSON
+
+
 def parse_json(text: str | bytes | None, what: str) -> dict[str, Any]:
-    """A JSON object from a form field or a body; empty means ``{}``."""
+    """A JSON object from a form field or a body; empty means ``{}``. Refused (422): invalid JSON,
+    ``NaN``/``Infinity`` (not JSON, and they would poison every listing), nesting deeper than
+    :data:`MAX_JSON_DEPTH`."""
     if text is None or (isinstance(text, (str, bytes)) and not text.strip()):
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise Unprocessable(f"{what} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Unprocessable(f"{what} is not valid JSON: {exc}") from exc
+        raise Unprocessable(f"{what} is not valid JSON: {exc}") from None
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise Unprocessable(f"{what} must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise Unprocessable(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (a deep value cannot exhaust the stack here)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                return level
+            todo.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def form_params(field: str = "params") -> dict[str, Any]:

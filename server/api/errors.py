@@ -1,24 +1,43 @@
-"""The web layer's error handlers: service exceptions and HTTP errors as ``{"detail": ...}`` replies."""
+"""The web layer's error handlers: service exceptions and HTTP errors as ``{"detail": ...}`` replies.
+
+Details never carry a server path (a file name in a library's message is cut to ``<path>``); an
+unexpected exception is logged with a request id and answered as a 500 that carries that id alone.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+import re
+import uuid
+
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server.errors import LabelloopError
+
+# An absolute path of two or more segments that is not part of a URL or a word.
+PATH = re.compile(r"(?<![\w:/.])/(?:[\w.+\- ]+/)+[\w.+\-]*")
+
+
+def scrub(detail: str) -> str:
+    return PATH.sub("<path>", detail)
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(LabelloopError)
     def _service_error(exc: LabelloopError) -> tuple[Response, int]:
-        return jsonify(detail=exc.detail), exc.status
+        return jsonify(detail=scrub(exc.detail)), exc.status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
-        return jsonify(detail=exc.description or exc.name), exc.code or 500
+        return jsonify(detail=scrub(exc.description or exc.name)), exc.code or 500
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
-        # Never leak a traceback to the client; the log has it.
-        app.logger.exception("unhandled error")
-        return jsonify(detail=f"internal error: {type(exc).__name__}"), 500
+        # Never leak a traceback or a message to the client; the log has both, under the id.
+        request_id = uuid.uuid4().hex[:16]
+        app.logger.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.path, request_id
+        )
+        resp = jsonify(detail=f"internal error (request id {request_id})")
+        resp.headers["X-Request-ID"] = request_id
+        return resp, 500

@@ -9,15 +9,25 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from server.api.common import parse_query, services
 from server.api.openapi import Reply, operation
 from server.api.requests import LogsQuery
-from server.errors import NotFound
+from server.errors import Forbidden, NotFound
 
 bp = Blueprint("logs", __name__)
 TEXT = {"type": "string"}
+
+
+def local_only() -> None:
+    """The log holds internal detail: with auth off, only a caller on this machine may read it."""
+    if services().settings.api_token:
+        return  # auth is on: the caller has a token
+    if request.remote_addr not in ("127.0.0.1", "::1", "localhost") and not str(
+        request.remote_addr or ""
+    ).startswith("127."):
+        raise Forbidden("the logs are served to this machine only while authentication is off")
 
 
 def log_file() -> Path:
@@ -31,6 +41,7 @@ def log_file() -> Path:
     ok=Reply("the log", {"text/html": TEXT, "text/plain": TEXT}),
 )
 def logs() -> Any:
+    local_only()
     q = parse_query(LogsQuery)
     lines = max(1, min(q.lines, 100_000))
     path = log_file()
@@ -50,6 +61,7 @@ def logs() -> Any:
 @bp.get("/logs/gpu")
 @operation("nvidia-smi's output (404 without a GPU)", ok=Reply("its output", {"text/plain": TEXT}))
 def gpu() -> Any:
+    local_only()
     exe = shutil.which("nvidia-smi")
     if exe is None:
         raise NotFound("no GPU: nvidia-smi is not available on this server")

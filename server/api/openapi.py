@@ -38,6 +38,7 @@ SchemaLike = type[BaseModel] | dict[str, Any]
 ERROR_CODES = {
     400: "Bad request",
     401: "Missing or invalid bearer token (auth on)",
+    403: "Not allowed for this caller",
     404: "Not found",
     409: "Conflict",
     413: "Too large",

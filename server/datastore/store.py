@@ -6,11 +6,12 @@ unit of work, so a failed request leaves no file and no row behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from server.database import Database
-from server.datastore import files, volumes
+from server.datastore import files, intake, volumes
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, inside
+from server.datastore.intake import Limits
 from server.errors import BadRequest, NotFound
 from server.models import Assignment, Image, Label
 
@@ -39,12 +41,39 @@ class StoredFile:
 class Datastore:
     """Images, labels and their info. Kept in ``Services.datastore``."""
 
-    def __init__(self, db: Database, studies: Path) -> None:
+    def __init__(
+        self,
+        db: Database,
+        studies: Path,
+        limits: Limits | None = None,
+        label_max: int | None = None,
+        locks_dir: Path | None = None,
+    ) -> None:
         self.db = db
         self.studies = studies.resolve()
         self.labels_dir = self.studies / "labels"
+        self.locks_dir = locks_dir or self.studies / ".labelloop" / "locks"  # <data>/locks in the server
+        self.limits = limits or Limits()  # what one uploaded volume may be (server.datastore.intake)
+        self.label_max = label_max  # the app's highest label index: a label value above it is refused
         # Called as ``(image_id, tag, label_info)`` after a label is stored (e.g. DICOM SEG export).
         self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
+
+    # ---- one writer per study ----------------------------------------------------------------
+    @contextmanager
+    def study_lock(self, image_id: str, *, new: bool = False) -> Iterator[None]:
+        """Serialise every write of one study (label files and rows, image and label info) across the
+        server's threads and every process on this host (a job saving a label too): an exclusive
+        ``flock`` on ``<locks_dir>/<id>.lock``, released when the block ends. Unless ``new`` (an image
+        being added), the study must exist: a request for an unknown id leaves no lock file behind."""
+        if not new and not self.image_exists(image_id):
+            raise NotFound(f"Image NOT Found: {image_id}")
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        with open(inside(self.locks_dir, f"{check_id(image_id)}.lock"), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- paths -----------------------------------------------------------------------------
     def image_file(self, image_id: str, ext: str) -> Path:
@@ -68,7 +97,8 @@ class Datastore:
         ``tmp`` is consumed: moved into place on success, removed on any failure.
         """
         try:
-            self._add_image(image_id, tmp, ext, info, check)
+            with self.study_lock(check_id(image_id), new=True):
+                self._add_image(image_id, tmp, ext, info, check)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -80,7 +110,7 @@ class Datastore:
         check_id(image_id)
         if ext not in IMAGE_EXTS:
             raise BadRequest(f"unsupported image type {ext!r}: expected one of {', '.join(IMAGE_EXTS)}")
-        header = volumes.check_volume(tmp, ext) if check else None
+        header = intake.inspect(tmp, ext, limits=self.limits) if check else None
         final = self.image_file(image_id, ext)
         now = time.time()
         with self.db.session() as s:
@@ -115,6 +145,10 @@ class Datastore:
             return s.get(Image, image_id) is not None
 
     def delete_image(self, image_id: str) -> None:
+        with self.study_lock(image_id):
+            self._delete_image(image_id)
+
+    def _delete_image(self, image_id: str) -> None:
         with self.db.session() as s:
             row = self._image(s, image_id)
             paths = [self._abs(row.file)] + [self._abs(lb.file) for lb in row.labels]
@@ -132,7 +166,7 @@ class Datastore:
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise BadRequest("info must be a JSON object")
-        with self.db.session() as s:
+        with self.study_lock(image_id), self.db.session() as s:
             row = self._image(s, image_id)
             merged = dict(row.info)
             merged.update(info)
@@ -163,10 +197,17 @@ class Datastore:
         with self.db.session() as s:
             image = self._image(s, image_id)
             image_path, image_ext = self._abs(image.file), image.ext
+        label_header = intake.inspect(tmp, ext, label=True, label_max=self.label_max, limits=self.limits)
+        _check_shapes(volumes.read_header(image_path, image_ext).shape, label_header.shape)
+        with self.study_lock(image_id):
+            self._place_label(image_id, tag, tmp, ext, info)
+
+    def _place_label(self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None) -> None:
+        """The checked file into place and its row committed, as one step under the study's lock: the
+        last writer wins, and the row always names the file on disk."""
+        with self.db.session() as s:
             old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
             replaces = self._abs(old.file) if old is not None and old.ext != ext else None
-        label_header = volumes.check_volume(tmp, ext)
-        _check_shapes(volumes.read_header(image_path, image_ext).shape, label_header.shape)
         final = self.label_file(image_id, tag, ext)
         now = time.time()
         size = tmp.stat().st_size
@@ -207,6 +248,10 @@ class Datastore:
             )
 
     def delete_label(self, image_id: str, tag: str) -> None:
+        with self.study_lock(image_id):
+            self._delete_label(image_id, tag)
+
+    def _delete_label(self, image_id: str, tag: str) -> None:
         with self.db.session() as s:
             path = self._abs(self._label(s, image_id, tag).file)
         with files.removed(path), self.db.session() as s:
@@ -222,7 +267,7 @@ class Datastore:
     def update_label_info(self, image_id: str, tag: str, info: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise BadRequest("info must be a JSON object")
-        with self.db.session() as s:
+        with self.study_lock(image_id), self.db.session() as s:
             row = self._label(s, image_id, tag)
             merged = dict(row.info)
             merged.update(info)

@@ -28,7 +28,7 @@ def read_header(path: Path, ext: str) -> VolumeHeader:
             img = nib.load(str(path))
             return VolumeHeader(tuple(int(s) for s in img.shape), np.asarray(img.affine))  # type: ignore[attr-defined]
         header = nrrd.read_header(str(path))
-        return VolumeHeader(tuple(int(s) for s in header["sizes"]), _nrrd_affine(header))
+        return VolumeHeader(tuple(int(s) for s in header["sizes"]), nrrd_affine(header))
     except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError, nrrd.NRRDError) as exc:
         raise BadRequest(f"file does not load as a {ext} image: {exc}") from exc
 
@@ -41,7 +41,7 @@ def load_array(path: Path, ext: str) -> tuple[np.ndarray, np.ndarray]:
             data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
             return data, np.asarray(img.affine)  # type: ignore[attr-defined]
         data, header = nrrd.read(str(path))
-        return np.asarray(data), _nrrd_affine(header)
+        return np.asarray(data), nrrd_affine(header)
     except (
         OSError,
         ValueError,
@@ -54,15 +54,7 @@ def load_array(path: Path, ext: str) -> tuple[np.ndarray, np.ndarray]:
         raise BadRequest(f"file does not load as a {ext} image: {exc}") from exc
 
 
-def check_volume(path: Path, ext: str) -> VolumeHeader:
-    """Load the file fully (catches truncation) and check it is a 2D-4D non-empty volume."""
-    data, affine = load_array(path, ext)
-    if data.ndim < 2 or data.ndim > 4 or data.size == 0:
-        raise BadRequest(f"image must be a 2D, 3D or 4D array, got shape {data.shape}")
-    return VolumeHeader(tuple(int(s) for s in data.shape), affine)
-
-
-def _nrrd_affine(header: dict[str, Any]) -> np.ndarray:
+def nrrd_affine(header: dict[str, Any]) -> np.ndarray:
     dims = int(header.get("dimension", len(header.get("sizes", []))))
     affine = np.eye(4)
     directions = header.get("space directions")

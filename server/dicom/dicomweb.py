@@ -20,12 +20,12 @@ from server.dicom.convert import NON_IMAGE_MODALITIES
 from server.dicom.incoming import IncomingStore, IngestError, InstanceMeta, is_uid
 from server.dicom.models import DicomSeries, SeriesState
 from server.dicom.worker import Worker
-from server.errors import ConfigError
 from server.models import Image
 
 log = logging.getLogger(__name__)
 
 MAX_FETCH_ATTEMPTS = 3
+RETRY_SECONDS = 10.0  # after a failed QIDO sync, the next try
 QIDO_FIELDS = [
     "PatientID",
     "StudyDate",
@@ -50,20 +50,22 @@ class DicomWebSource:
         self.url = url.rstrip("/")
         self.db, self.incoming, self.timeout = db, incoming, timeout
 
-    def client(self) -> Any:
+    def client(self, timeout: float | None = None) -> Any:
         from dicomweb_client import DICOMwebClient
 
-        return DICOMwebClient(url=self.url, timeout=self.timeout)
+        return DICOMwebClient(url=self.url, timeout=timeout or self.timeout)
 
-    def probe(self) -> None:
-        """Fail at start, with what to do, when the URL does not answer QIDO."""
+    def probe(self, timeout: float = 5.0) -> str | None:
+        """None when the URL answers QIDO, else what went wrong and what to check. A source that is
+        down does not stop the server: the prefetcher keeps trying, and the health route says so."""
         try:
-            self.client().search_for_studies(limit=1)
+            self.client(timeout).search_for_studies(limit=1)
         except (RequestException, ValueError) as exc:
-            raise ConfigError(
-                f"DICOMweb {self.url} does not answer QIDO-RS ({exc}); check the URL "
+            return (
+                f"DICOMweb {self.url} does not answer QIDO-RS ({type(exc).__name__}); check the URL "
                 "(e.g. http://host:8042/dicom-web) and that the PACS is running"
-            ) from exc
+            )
+        return None
 
     # ---- QIDO: the catalogue -----------------------------------------------------------------
     def sync(self) -> dict[str, int]:
@@ -217,6 +219,7 @@ class Prefetcher(Worker):
                 log.info("DICOMweb QIDO sync: %s", report)
             except (RequestException, ValueError) as exc:
                 self.last_sync = {"ts": int(now), "error": str(exc)}
+                self._next_sync = now + min(self.sync_seconds, RETRY_SECONDS)  # a PACS that comes back
                 log.warning("DICOMweb QIDO sync failed: %s", exc)
         uid = self.pick(now)
         if uid is None:

@@ -31,6 +31,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server import __version__
 from server.database import Database
+from server.datastore import volumes
+from server.datastore.ids import LABEL_EXTS, split_ext
 from server.datastore.store import FINAL, Datastore
 from server.dicom.convert import (
     LPS_TO_RAS,
@@ -49,6 +51,7 @@ from server.errors import ConfigError, LabelloopError
 log = logging.getLogger(__name__)
 
 _NODE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})$")
+MAX_ATTEMPTS = 3  # an export interrupted this often (server restarts) ends ERROR
 SKIPPED = "SKIPPED"  # an empty label: there is nothing to segment, and that is not an error
 
 
@@ -265,18 +268,33 @@ class SegExporter(Worker):
 
     # ---- the worker ------------------------------------------------------------------------------
     def on_start(self) -> None:
+        """Exports a stopped server left RUNNING go again, at most :data:`MAX_ATTEMPTS` times in all."""
         with self.db.session() as s:
+            running = DicomExport.status == ExportState.RUNNING
             s.execute(
                 update(DicomExport)
-                .where(DicomExport.status == ExportState.RUNNING)
+                .where(running, DicomExport.attempts < MAX_ATTEMPTS)
                 .values(status=ExportState.SUBMITTED)
+            )
+            s.execute(
+                update(DicomExport)
+                .where(running)
+                .values(
+                    status=ExportState.ERROR,
+                    error=f"interrupted {MAX_ATTEMPTS} times: not retried",
+                    updated_ts=time.time(),
+                )
             )
 
     def step(self) -> bool:
         job = self._claim()
         if job is None:
             return False
-        self.run_job(job)
+        try:
+            self.run_job(job)
+        except Exception as exc:  # whatever failed, the row ends ERROR with the reason, never RUNNING
+            log.exception("DICOM SEG export %d failed", job)
+            self._finish(job, ExportState.ERROR, error=f"the export failed: {type(exc).__name__}: {exc}")
         return True
 
     def _claim(self) -> int | None:
@@ -310,10 +328,11 @@ class SegExporter(Worker):
         try:
             label = self.datastore.get_label(image_id, FINAL)
             label_info = self.datastore.label_info(image_id, FINAL)
-            img = nib.load(str(label.path))
-            data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
+            parts = split_ext(label.name, LABEL_EXTS)
+            # NIfTI and NRRD alike (Slicer's NRRD setting, the Reviewer): the datastore's one reader.
+            data, affine = volumes.load_array(label.path, parts[1] if parts else ".nii.gz")
             names = segment_names(label_info, self.app_labels())
-            seg = build_seg(data, np.asarray(img.affine), [self.incoming.path_of(f) for f in files], names)  # type: ignore[attr-defined]
+            seg = build_seg(data, affine, [self.incoming.path_of(f) for f in files], names)
         except (ExportError, ConversionError, LabelloopError, OSError, ValueError) as exc:
             return self._finish(job_id, ExportState.ERROR, error=f"building the SEG failed: {exc}")
         if seg is None:

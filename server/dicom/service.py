@@ -42,6 +42,7 @@ class DicomService:
         self.source: DicomWebSource | None = None
         self.prefetcher: Prefetcher | None = None
         self.proxy: DicomWebProxy | None = None  # /proxy/dicom/ for viewers
+        self.source_error: str | None = None  # what the start-up probe of the DICOMweb source found
         if settings.dicom_port > 0:
             self.incoming.batcher = IndexBatcher(self.incoming)
             self.scp = StorageSCP(
@@ -49,7 +50,9 @@ class DicomService:
             )
         if settings.dicomweb_url:
             self.source = DicomWebSource(settings.dicomweb_url, db, self.incoming)
-            self.source.probe()
+            self.source_error = self.source.probe()
+            if self.source_error:
+                log.warning("%s; starting anyway, the prefetcher retries", self.source_error)
             prefixes = {
                 "qido": settings.dicomweb_qido_prefix,
                 "wado": settings.dicomweb_wado_prefix,
@@ -116,6 +119,21 @@ class DicomService:
         batcher = self.incoming.batcher
         if batcher is not None and batcher.running and batcher.backlog:
             batcher.flush(timeout)
+
+    def health(self) -> dict[str, str]:
+        """``{part: "up" | "down: why"}`` for the listener and the DICOMweb source."""
+        out: dict[str, str] = {}
+        if self.scp is not None:
+            out["dicom_listener"] = "up" if self.scp.running or not self._started else "down: not listening"
+        if self.source is not None and self.prefetcher is not None:
+            last = self.prefetcher.last_sync
+            if last.get("error"):
+                out["dicomweb"] = f"down: the last QIDO sync failed ({last['error'][:200]})"
+            elif not last and self.source_error:
+                out["dicomweb"] = f"down: {self.source_error}"
+            else:
+                out["dicomweb"] = "up"
+        return out
 
     def status(self) -> dict[str, Any]:
         with self.db.sessions() as s:
@@ -250,6 +268,7 @@ def _export_dict(e: DicomExport) -> dict[str, Any]:
     return {
         "id": e.id,
         "status": e.status,
+        "attempts": e.attempts,
         "destinations": [d for d in e.destinations.split(",") if d],
         "seg_series_uid": e.seg_series_uid,
         "seg_sop_uid": e.seg_sop_uid,

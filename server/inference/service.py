@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from server.appspec import AppSpec
-from server.datastore import files
+from server.datastore import files, intake
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, split_ext
 from server.datastore.store import ORIGINAL, Datastore
-from server.datastore.volumes import VolumeHeader, bin_to_nifti, check_volume, read_header
+from server.datastore.volumes import VolumeHeader, bin_to_nifti, read_header
 from server.errors import BadRequest, NotFound, Unavailable, Unprocessable
 from server.inference.request import OUTPUTS, InferRequest, InferResult, param_flag
 from server.inference.task import InferTask
@@ -196,7 +196,9 @@ class InferenceService:
         task = self.task(model)
         output = check_output(output)
         image, ext, image_id = self._resolve(source)
-        header = read_header(image, ext)  # junk fails here, before it takes a queue slot
+        if image_id is None:  # an upload or a session: through the intake, before it takes a queue slot
+            intake.inspect(image, ext, limits=self.datastore.limits)
+        header = read_header(image, ext)
         task.check_params(params, ext)
         label = self._label(source, header, workdir)
         request = InferRequest(model, image, ext, workdir, params, output, label, image_id)
@@ -288,7 +290,13 @@ class InferenceService:
             dest = workdir / "label-input.nii.gz"
             bin_to_nifti(source.label.read_bytes(), header.shape, header.affine, dest)
             return dest
-        got = check_volume(source.label, source.label_ext).shape
+        got = intake.inspect(
+            source.label,
+            source.label_ext,
+            label=True,
+            label_max=self.datastore.label_max,
+            limits=self.datastore.limits,
+        ).shape
         if tuple(got[:3]) != tuple(header.shape[:3]):
             raise BadRequest(f"label shape {list(got)} does not match image shape {list(header.shape)}")
         return source.label

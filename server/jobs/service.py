@@ -145,17 +145,20 @@ class JobService:
     def start_all_trainers(
         self, spec: AppSpec, overrides: dict[str, Any], *, enqueue: bool = False
     ) -> dict[str, Any]:
-        """OHIF's ``POST /train/``: every trainer, each with its overrides; ``{name: {result, detail}}``."""
-        out: dict[str, Any] = {}
+        """OHIF's ``POST /train/``: every trainer, each with its overrides; ``{name: {result, detail}}``.
+        Every trainer's overrides are checked before any job is stored: a 422 leaves nothing queued."""
+        train = self.kinds.get("train")
+        checked = []
         for name in spec.trainers:
             params = overrides.get(name) or {}
             if not isinstance(params, dict):
                 raise Unprocessable(f"overrides for {name!r} must be a JSON object")
+            checked.append((name, train.validate(spec, name, params)))
+        out: dict[str, Any] = {}
+        for name, job in checked:
             try:
-                out[name] = {
-                    "result": self.start("train", spec, name, params, enqueue=enqueue),
-                    "detail": None,
-                }
+                task = self.submit("train", job.model, job.request, enqueue=enqueue)
+                out[name] = {"result": task, "detail": None}
             except TooBusy as exc:
                 out[name] = {"result": None, "detail": exc.detail}
         return out
@@ -315,6 +318,42 @@ class JobService:
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted, %d re-queued", interrupted, requeued)
         return {"interrupted": interrupted, "requeued": requeued}
+
+    def reap_stale(self, now: float | None = None) -> int:
+        """The watchdog's round: a RUNNING job whose consumer has not written a heartbeat for
+        :data:`STALE_HEARTBEAT_SECONDS` (its worker died, or hangs) ends ERROR with the reason, and its
+        process on this host, if any, is killed. Returns how many."""
+        now = time.time() if now is None else now
+        cutoff = now - STALE_HEARTBEAT_SECONDS
+        with self.db.session() as s:
+            stale = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
+        count = 0
+        for job in stale:
+            if (job.heartbeat_ts or job.start_ts or job.created_ts) > cutoff:
+                continue
+            host, _ = parse_worker(job.worker)
+            if job.pid and host == this_host():
+                kill_tree(job.pid, expect=job.id)
+            message = f"no heartbeat from worker {job.worker} for {int(now - (job.heartbeat_ts or 0))} s"
+            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
+                self._append_detail(job.id, f"ERROR: {message}")
+                log.warning("job %s: %s", job.id, message)
+                count += 1
+        return count
+
+    def start_watchdog(self, interval: float = 30.0) -> threading.Event:
+        """:meth:`reap_stale` every ``interval`` seconds in a daemon thread; set the event to stop it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.reap_stale()
+                except Exception:  # a database hiccup must not end the watchdog
+                    log.exception("job watchdog round failed")
+
+        threading.Thread(target=loop, name="job-watchdog", daemon=True).start()
+        return stop
 
     def recover_worker(self) -> int:
         """At a standalone worker's start: RUNNING jobs of an earlier worker on this host that is gone

@@ -10,7 +10,7 @@ import requests
 
 from server.database import Database
 from server.sessions import SessionStore
-from tests.conftest import Server, write_label, write_volume
+from tests.conftest import NO_WORKER, Server, free_port, write_label, write_volume
 
 
 def put_label(url: str, image: str, path: Path, tag: str = "final") -> requests.Response:
@@ -134,5 +134,27 @@ def test_logs_and_cors(server: Server) -> None:
         headers={"Origin": "http://ohif.example", "Access-Control-Request-Method": "PUT"},
     )
     assert pre.status_code == 200
-    assert pre.headers["Access-Control-Allow-Origin"] == "http://ohif.example"
-    assert pre.headers["Access-Control-Allow-Credentials"] == "true"
+    # By default every origin may call, without credentials: no origin is reflected with them.
+    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in pre.headers
+
+
+def test_cors_credentials_only_for_configured_origins(studies: Path) -> None:
+    env = {**NO_WORKER, "LABELLOOP_CORS_ORIGINS": "http://ohif.example,https://viewer.example"}
+    srv = Server(studies, free_port(), env=env).start()
+    try:
+        for origin, allowed in (("http://ohif.example", True), ("http://evil.example", False)):
+            pre = requests.options(
+                f"{srv.url}/datastore/label",
+                headers={"Origin": origin, "Access-Control-Request-Method": "PUT"},
+            )
+            got = requests.get(f"{srv.url}/info/", headers={"Origin": origin})
+            for resp in (pre, got):
+                if allowed:
+                    assert resp.headers["Access-Control-Allow-Origin"] == origin
+                    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+                else:
+                    assert "Access-Control-Allow-Origin" not in resp.headers
+                    assert "Access-Control-Allow-Credentials" not in resp.headers
+    finally:
+        srv.stop()

@@ -1,0 +1,34 @@
+"""JSON out: what the server writes is always valid JSON. A non-finite float (NaN, Infinity) anywhere
+in a reply, say a score or an old info value, becomes ``null`` instead of making the whole listing
+unparseable for a browser client."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flask.json.provider import DefaultJSONProvider
+
+
+class FiniteJSONProvider(DefaultJSONProvider):
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        try:
+            return json.dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:  # a NaN somewhere: the rare slow path
+            return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,13 +147,19 @@ class Orthanc:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A private Orthanc with its DICOMweb plugin on free loopback ports, its own config and folders."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), Orthanc(free_port(), free_port())) as pacs:
+        yield pacs
+
+
+@contextmanager
+def running_orthanc(folder: Path, pacs: Orthanc) -> Iterator[Orthanc]:
+    """Orthanc on ``pacs``'s ports with its config and data under ``folder``, stopped afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("Orthanc")
     if binary is None or not ORTHANC_PLUGIN.is_file():
         pytest.skip(
             "Orthanc with its DICOMweb plugin not installed (apt-get install -y orthanc orthanc-dicomweb)"
         )
-    folder = tmp_path_factory.mktemp("orthanc")
-    pacs = Orthanc(free_port(), free_port())
     config = {
         "Name": "labelloop-test",
         "StorageDirectory": str(folder / "storage"),

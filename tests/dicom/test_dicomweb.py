@@ -201,3 +201,88 @@ def test_viewers_reach_the_pacs_through_the_proxy(
     assert ds.SOPInstanceUID == series.sop_uids[0] and ds.pixel_array.shape == (128, 128)
     r = requests.get(server.url + "/proxy/dicom/qido/studies/%2e%2e/%2e%2e/system", timeout=10)
     assert r.status_code == 400 and "detail" in r.json()  # nothing outside the DICOMweb root
+
+
+def test_a_nrrd_final_label_becomes_a_seg_in_the_pacs(
+    server: Labelloop, orthanc: Orthanc, studies: list[synth.SyntheticSeries], tmp_path: Path
+) -> None:
+    """Slicer's NRRD setting (and the Reviewer): the label is NRRD in LPS; the SEG matches voxel for voxel."""
+    import nrrd
+
+    series = studies[0]
+    if server.series_state(series.series_uid) != "ready":
+        requests.post(server.url + f"/dicom/series/{series.series_uid}/fetch", timeout=10)
+        server.wait_series(series.series_uid)
+    info = server.get("/datastore/image/info", params={"image": series.series_uid}).json()
+    img = nib.load(info["path"])
+    label = np.zeros(img.shape, np.uint8)
+    label[30:60, 40:90, 1:6] = 1
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
+    path = tmp_path / "label.seg.nrrd"
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": lps[:3, :3].T,
+        "space origin": lps[:3, 3],
+        "encoding": "gzip",
+    }
+    nrrd.write(str(path), label, header)
+    with open(path, "rb") as f:
+        r = requests.put(
+            server.url + "/datastore/label",
+            params={"image": series.series_uid},
+            files={"label": ("label.seg.nrrd", f)},
+            timeout=30,
+        )
+    assert r.status_code == 200, r.text
+
+    def done() -> dict | None:
+        exports = server.get(f"/dicom/series/{series.series_uid}").json()["exports"]
+        return exports[-1] if exports and exports[-1]["status"] in ("DONE", "ERROR") else None
+
+    job = wait_for(done, 30, what="SEG export")
+    assert job["status"] == "DONE", job
+    pacs = DICOMwebClient(url=orthanc.dicomweb)
+    seg = hd.seg.Segmentation.from_dataset(
+        pacs.retrieve_instance(series.study_uid, job["seg_series_uid"], job["seg_sop_uid"])
+    )
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=series.sop_uids, combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    assert np.array_equal(frames, label.transpose(2, 1, 0))
+
+
+def test_the_server_starts_while_the_pacs_is_down_and_reconnects(
+    tmp_path: Path, studies: list[synth.SyntheticSeries]
+) -> None:
+    from tests.conftest import free_port
+    from tests.dicom.conftest import running_orthanc
+
+    require("storescu")
+    pacs = Orthanc(free_port(), free_port())
+    srv = Labelloop(
+        tmp_path,
+        ["--studies", pacs.dicomweb, "--data-dir", str(tmp_path / "data")],
+        env={"LABELLOOP_DICOMWEB_SYNC_SECONDS": "2"},
+    )
+    t0 = time.monotonic()
+    srv.start(timeout=60)  # nothing answers at the PACS's URL
+    try:
+        started = time.monotonic() - t0
+        ready = srv.get("/health/ready")
+        assert ready.status_code == 200  # the annotators' routes work: the database answers
+        assert ready.json()["checks"]["dicomweb"].startswith("down"), ready.json()
+        assert srv.get("/datastore/", params={"output": "stats"}).status_code == 200
+        with running_orthanc(tmp_path / "pacs", pacs):
+            to_pacs(pacs, studies[0])
+            wait_for(
+                lambda: srv.get("/health/ready").json()["checks"]["dicomweb"] == "up", 30, what="reconnected"
+            )
+            wait_for(lambda: series_known(srv, studies[0].series_uid), 30, what="the PACS's series listed")
+        assert started < 20, started  # no half-minute of retries at start
+        print(f"\nstarted in {started:.1f} s with the PACS down")
+    finally:
+        srv.stop()
+
+
+def series_known(srv: Labelloop, uid: str) -> bool:
+    return srv.get(f"/dicom/series/{uid}").status_code == 200

@@ -123,7 +123,9 @@ class Services:
 
     @cached_property
     def jobs(self) -> JobService:
-        return JobService(self.db, self.queue, self.settings.data, self.kinds)
+        return JobService(
+            self.db, self.queue, self.settings.data, self.kinds, stale_seconds=self.settings.job_stale_seconds
+        )
 
     @cached_property
     def campaign(self) -> Campaign:

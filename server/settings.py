@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     retrain_after: LaxInt = Field(
         0, description="train after this many new final labels (0: never); --conf wins"
     )
+    job_stale_seconds: LaxFloat = Field(
+        60.0, description="a running job without a worker heartbeat this long ends ERROR"
+    )
     job_kinds: str = Field(
         "", description="more job kinds: module names, comma-separated (server/jobs/kinds/)"
     )
@@ -100,6 +103,8 @@ class Settings(BaseSettings):
             )
         if not 0 <= self.port < 65536:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
+        if self.job_stale_seconds < 10:
+            raise ConfigError("--job-stale-seconds must be at least 10 (workers write a heartbeat every 5 s)")
         if self.lease_seconds <= 0:
             raise ConfigError("--lease-seconds must be positive")
         if self.dicomweb_url and not self.dicomweb_url.startswith(("http://", "https://")):

@@ -72,11 +72,19 @@ def task_dict(job: Job) -> dict[str, Any]:
 
 
 class JobService:
-    def __init__(self, db: Database, queue: JobQueue, data_dir: Path, kinds: JobKinds) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: JobQueue,
+        data_dir: Path,
+        kinds: JobKinds,
+        stale_seconds: float = STALE_HEARTBEAT_SECONDS,
+    ) -> None:
         self.db = db
         self.queue = queue
         self.data_dir = data_dir
         self.kinds = kinds
+        self.stale_seconds = stale_seconds  # a RUNNING job without a heartbeat this long is dead
         self._submit_lock = threading.Lock()
 
     # ---- submit ----------------------------------------------------------------------------
@@ -304,7 +312,7 @@ class JobService:
             embedded = (job.worker or "").startswith("embedded@")
             local = host == this_host()
             dead_worker = local and (embedded or pid is None or not local_pid_alive(pid))
-            stale = now - (job.heartbeat_ts or job.start_ts or job.created_ts) > STALE_HEARTBEAT_SECONDS
+            stale = now - (job.heartbeat_ts or job.start_ts or job.created_ts) > self.stale_seconds
             if not (dead_worker or stale):
                 continue  # a live worker elsewhere still runs it
             if local and job.pid:
@@ -321,10 +329,10 @@ class JobService:
 
     def reap_stale(self, now: float | None = None) -> int:
         """The watchdog's round: a RUNNING job whose consumer has not written a heartbeat for
-        :data:`STALE_HEARTBEAT_SECONDS` (its worker died, or hangs) ends ERROR with the reason, and its
-        process on this host, if any, is killed. Returns how many."""
+        ``stale_seconds`` (its worker died, or hangs) ends ERROR with the reason, and its process on this
+        host, if any, is killed. Returns how many."""
         now = time.time() if now is None else now
-        cutoff = now - STALE_HEARTBEAT_SECONDS
+        cutoff = now - self.stale_seconds
         with self.db.session() as s:
             stale = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
         count = 0
@@ -341,12 +349,13 @@ class JobService:
                 count += 1
         return count
 
-    def start_watchdog(self, interval: float = 30.0) -> threading.Event:
+    def start_watchdog(self, interval: float | None = None) -> threading.Event:
         """:meth:`reap_stale` every ``interval`` seconds in a daemon thread; set the event to stop it."""
         stop = threading.Event()
+        every = interval if interval is not None else max(1.0, min(30.0, self.stale_seconds / 4))
 
         def loop() -> None:
-            while not stop.wait(interval):
+            while not stop.wait(every):
                 try:
                     self.reap_stale()
                 except Exception:  # a database hiccup must not end the watchdog

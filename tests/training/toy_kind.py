@@ -3,6 +3,7 @@ it counts to ``steps``, reports progress, and with ``chain`` submits one follow-
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from server.appspec import AppSpec
@@ -25,7 +26,9 @@ class Toy(JobKind):
 
     def run(self, ctx: JobContext) -> None:
         steps = int(ctx.job.request["steps"])
+        pause = float(ctx.job.request.get("seconds", 0.0))
         for i in range(1, steps + 1):
+            time.sleep(pause)
             ctx.say(f"toy step {i}/{steps}")
             ctx.update(progress=i / steps)
         ctx.update(result={"counted": steps, "studies": ctx.services.datastore.stats()["total"]})

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted by server restart"
 STOP_WAIT_SECONDS = 5.0
 STALE_HEARTBEAT_SECONDS = 60.0
+QUEUE_RETRY_SECONDS = 120.0  # a SUBMITTED job this old is put on the queue again (the queue was down)
 
 
 def ts_text(ts: float | None) -> str | None:
@@ -102,9 +103,37 @@ class JobService:
             if not enqueue and self.active(kind):
                 raise TooBusy(job_kind.busy_detail)
             job = self._insert(kind, model, request)
-        self.queue.enqueue(job.id)
+        self._enqueue(job.id)
         log.info("job %s submitted: %s %s %s", job.id, kind, model, request)
         return task_dict(job)
+
+    def _enqueue(self, job_id: str) -> bool:
+        """Put the id on the queue. A queue that is down (Redis away) loses nothing: the row stays
+        SUBMITTED and the watchdog puts it on the queue again once the queue answers."""
+        try:
+            self.queue.enqueue(job_id)
+        except Exception as exc:  # any backend's connection error
+            log.warning("job %s stored, not queued yet (the queue is down: %s)", job_id, type(exc).__name__)
+            return False
+        return True
+
+    def requeue_waiting(self, older_than: float = QUEUE_RETRY_SECONDS, now: float | None = None) -> int:
+        """SUBMITTED jobs waiting longer than ``older_than`` while the queue holds nothing go on the queue
+        again (their message was lost, or the queue was down when they were stored); a duplicate is
+        harmless, a job only starts by compare-and-set."""
+        now = time.time() if now is None else now
+        try:
+            if self.queue.huey.pending_count() > 0:
+                return 0  # messages are waiting: nothing was lost
+        except Exception:
+            return 0  # the queue is still down
+        with self.db.session() as s:
+            waiting = list(
+                s.scalars(
+                    select(Job.id).where(Job.status == jm.SUBMITTED, Job.created_ts < now - older_than)
+                )
+            )
+        return sum(1 for job_id in waiting if self._enqueue(job_id))
 
     def submit_if_idle(self, kind: str, model: str, request: dict[str, Any]) -> dict[str, Any] | None:
         """Submit unless a job of ``kind`` is active (the campaign's debounce); None when one is."""
@@ -321,8 +350,7 @@ class JobService:
                 interrupted += 1
                 self._append_detail(job.id, f"ERROR: {INTERRUPTED}")
         for job_id in submitted:
-            self.queue.enqueue(job_id)
-            requeued += 1
+            requeued += int(self._enqueue(job_id))
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted, %d re-queued", interrupted, requeued)
         return {"interrupted": interrupted, "requeued": requeued}
@@ -358,6 +386,7 @@ class JobService:
             while not stop.wait(every):
                 try:
                     self.reap_stale()
+                    self.requeue_waiting()
                 except Exception:  # a database hiccup must not end the watchdog
                     log.exception("job watchdog round failed")
 

@@ -149,6 +149,22 @@ class AppSpec:
     strategies: dict[str, Strategy] = field(default_factory=default_strategies)
     scoring: dict[str, ScoringSpec] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A strategy is exposed only with the scoring it reads: otherwise it would hand out studies
+        at random under an uncertainty strategy's name."""
+        for name, strategy in self.strategies.items():
+            missing = [m for m in strategy.needs() if m not in self.scoring]
+            if missing:
+                have = ", ".join(sorted(self.scoring)) or "none"
+                raise ValueError(
+                    f"strategy {name!r} reads the {', '.join(map(repr, missing))} scores, which no scoring"
+                    f" method of this app computes (it has: {have}); add the method or drop the strategy"
+                )
+
+    def read_scores(self) -> list[str]:
+        """The scoring methods the exposed strategies read: all a rescore needs to compute."""
+        return sorted({m for s in self.strategies.values() for m in s.needs()} & set(self.scoring))
+
     def label_max(self) -> int | None:
         """The highest label index a saved label may hold (None: the app declares no labels)."""
         labels = self.all_labels()

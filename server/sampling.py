@@ -27,6 +27,7 @@ from strategies.base import Candidate, Selection, SelectionContext, Strategy
 
 CLAIM_ATTEMPTS = 8
 MAX_BATCH = 100
+TAKEN_LIMIT = 5000  # chosen studies' embeddings a batch-aware strategy keeps away from
 ID_CHUNK = 500  # ids per ``IN (...)`` lookup: well under SQLite's bound-parameter limit
 
 
@@ -134,6 +135,24 @@ class SqlCandidatePool:
         )
         out.update((i, unpack_vector(blob)) for i, blob in rows)
         return out
+
+    def taken(self, model_version: str | None = None) -> list[list[float]]:
+        version = model_version
+        if version is None:
+            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        if version is None:
+            return []
+        held = Image.lease_expires > self.now
+        if self.client_id:
+            held = and_(held, or_(Image.lease_client.is_(None), Image.lease_client != self.client_id))
+        rows = self.s.scalars(
+            select(Embedding.vector)
+            .join(Image, Image.id == Embedding.image_id)
+            .where(Embedding.model_version == version, or_(Image.completed.is_(True), held))
+            .order_by(Image.last_served_ts.desc())
+            .limit(TAKEN_LIMIT)
+        )
+        return [unpack_vector(blob) for blob in rows]
 
     def _for_ids(self, ids: Sequence[str], query: Callable[[list[str]], Executable]) -> Iterator[Any]:
         """Rows of ``query(chunk)`` for the distinct ``ids``, ``ID_CHUNK`` at a time (parameter limits)."""

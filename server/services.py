@@ -22,7 +22,7 @@ import logging
 import subprocess
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from server.apploader import load_app
 from server.appspec import AppSpec
@@ -31,8 +31,9 @@ from server.datastore.indexer import IndexReport, index_studies
 from server.datastore.intake import Limits
 from server.datastore.store import Datastore
 from server.dicom.service import DicomService
+from server.errors import ConfigError
 from server.inference.service import InferenceService
-from server.jobs.campaign import Campaign, retrain_after
+from server.jobs.campaign import Campaign, retrain_after, training_conf
 from server.jobs.consumer import start_consumer
 from server.jobs.kinds import JobKinds
 from server.jobs.queue import JobQueue
@@ -129,8 +130,19 @@ class Services:
 
     @cached_property
     def campaign(self) -> Campaign:
-        trainer = self.settings.conf.get("retrain_trainer") or next(iter(self.spec.trainers), None)
-        return Campaign(self.jobs, retrain_after(self.settings), trainer)
+        """The continuous campaign: its trainer, its training settings (``--conf``), checked at start."""
+        spec = self.spec
+        trainer = self.settings.conf.get("retrain_trainer") or next(iter(spec.trainers), None)
+        overrides = training_conf(self.settings)
+        effective: dict[str, Any] = {}
+        recipe = spec.trainers[trainer].task if trainer in spec.trainers else None
+        if recipe is not None:
+            try:
+                effective = recipe.check_params(overrides).as_dict()  # a wrong --conf value fails the start
+            except ValueError as exc:
+                raise ConfigError(f"--conf: {exc}") from None
+        request = {"rescore_methods": spec.read_scores(), **overrides}
+        return Campaign(self.jobs, retrain_after(self.settings), trainer, request, effective)
 
     @cached_property
     def dicom(self) -> DicomService | None:
@@ -177,6 +189,7 @@ def build_services(
     log.info("indexed %s: %s", settings.studies, services.index_report.as_dict())
     _ = services.spec  # load the app now: a broken app fails the start, naming its file
     _ = services.inference  # the bounded queue, ready for the first request
+    _ = services.campaign  # its training settings are checked now
     _observe_labels(services)
     if background:
         services.sessions.sweep()

@@ -70,12 +70,22 @@ class CandidatePool(Protocol):
         model version when None)."""
         ...
 
+    def taken(self, model_version: str | None = None) -> list[list[float]]:
+        """Stored embeddings of the studies already chosen: leased to another annotator now, and the
+        labelled ones (the most recently served first, at most a few thousand). A batch-aware strategy
+        counts them as chosen, so one annotator's pick keeps away from what the team already holds."""
+        ...
+
 
 class Strategy(ABC):
     """Chooses the next studies to annotate."""
 
     name: str = ""
     description: str = ""
+
+    def needs(self) -> tuple[str, ...]:
+        """The scoring methods whose stored values this strategy reads (an app must compute them)."""
+        return ()
 
     @abstractmethod
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:

@@ -29,6 +29,7 @@ from strategies.ranked import as_selections, fill_unscored
 from strategies.scoring import evaluating
 
 Embeddings = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
+MAX_TEAM = 64  # annotators' leases that widen hybrid's candidate set
 
 
 def _matrix(x: Embeddings) -> np.ndarray:
@@ -220,9 +221,17 @@ class Hybrid(Strategy):
                 raise ValueError("candidate_factor must be at least 1")
             self.candidate_factor = candidate_factor
 
+    def needs(self) -> tuple[str, ...]:
+        return (self.method,)
+
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
+        """The team's picks count: the studies leased to other annotators (and the labelled ones) are
+        already-chosen centres, and the candidates grow with them, so annotators asking one study each
+        get as diverse a set as one request for the whole batch would."""
         version = pool.score_version(self.method)
-        candidates = pool.top_scored(self.method, k * self.candidate_factor, version)
+        taken = pool.taken(version)
+        held = len(taken)
+        candidates = pool.top_scored(self.method, (k + min(held, MAX_TEAM)) * self.candidate_factor, version)
         given = context.params.get("embeddings")
         source: str | None = "params"
         vectors: Mapping[str, Any]
@@ -234,7 +243,10 @@ class Hybrid(Strategy):
             vectors = {}
         if len(candidates) > k and all(c.image_id in vectors for c in candidates):
             rows = np.asarray([vectors[c.image_id] for c in candidates], dtype=np.float64)
-            chosen = [candidates[i] for i in k_center_greedy(rows, k, first=0)]
+            usable = [t for t in taken if len(t) == rows.shape[1]] if source == "stored" else []
+            first = None if usable else 0  # with nothing chosen yet: the most uncertain first
+            order = k_center_greedy(rows, k, labelled=np.asarray(usable) if usable else None, first=first)
+            chosen = [candidates[i] for i in order]
         else:
             chosen, source = candidates[:k], None
         picks = as_selections(fill_unscored(pool, chosen, k), self.method)

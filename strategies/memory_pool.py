@@ -18,8 +18,10 @@ class MemoryPool:
         scores: Mapping[str, Mapping[str, float]] | None = None,
         rng: random.Random | None = None,
         embeddings: Mapping[str, Sequence[float]] | None = None,
+        taken: Sequence[Sequence[float]] = (),
     ) -> None:
         self.ids, self.scores = list(ids), dict(scores or {})
+        self.taken_vectors = [[float(x) for x in v] for v in taken]  # what the team already holds
         self.vectors = {i: [float(x) for x in v] for i, v in (embeddings or {}).items()}
         self.rng = rng if rng is not None else random.Random(0)
 
@@ -51,3 +53,6 @@ class MemoryPool:
     def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
         open_ids = set(self.ids)
         return {i: list(self.vectors[i]) for i in ids if i in self.vectors and i in open_ids}
+
+    def taken(self, model_version: str | None = None) -> list[list[float]]:
+        return [list(v) for v in self.taken_vectors]

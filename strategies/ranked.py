@@ -8,6 +8,8 @@ strategy never answers "nothing left" while unlabelled studies remain.
 
 from __future__ import annotations
 
+from typing import Any
+
 from strategies.base import Candidate, CandidatePool, Selection, SelectionContext, Strategy
 
 
@@ -21,8 +23,16 @@ def fill_unscored(pool: CandidatePool, chosen: list[Candidate], k: int) -> list[
 
 
 def as_selections(candidates: list[Candidate], method: str) -> list[Selection]:
-    """Reply fields: ``score`` and, as MONAI Label names its score keys, ``<method>`` (None if unscored)."""
-    return [Selection(c.image_id, {"score": c.score, method: c.score}) for c in candidates]
+    """Reply fields: ``score`` and, as MONAI Label names its score keys, ``<method>``. An unscored pick
+    says so: ``score`` None, ``score_reason`` why, ``fallback`` what chose it instead."""
+    out = []
+    for c in candidates:
+        fields: dict[str, Any] = {"score": c.score, method: c.score}
+        if c.score is None:
+            fields["score_reason"] = f"no {method!r} score of the current model version for this study yet"
+            fields["fallback"] = "least_recently_served"
+        out.append(Selection(c.image_id, fields))
+    return out
 
 
 class TopScored(Strategy):
@@ -35,6 +45,9 @@ class TopScored(Strategy):
             self.method = method
         if not self.method:
             raise ValueError("a score-based strategy needs a scoring method name")
+
+    def needs(self) -> tuple[str, ...]:
+        return (self.method,)
 
     def select(self, pool: CandidatePool, k: int, context: SelectionContext) -> list[Selection]:
         return as_selections(fill_unscored(pool, pool.top_scored(self.method, k), k), self.method)

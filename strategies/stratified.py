@@ -59,6 +59,10 @@ class StratifiedRandom(Strategy):
     """Replies carry ``stratum`` and ``strata`` (``"params"``, the stored method's name, or None)."""
 
     name = "stratified_random"
+
+    def needs(self) -> tuple[str, ...]:
+        return (self.method.split(".")[0],)  # "entropy.foreground_fraction" is the entropy method's
+
     description = (
         "Random within strata, round-robin across strata: params['strata'] (id -> key), else 4"
         " equal-count bins of the stored 'entropy.foreground_fraction' scores (predicted foreground size)"
@@ -91,7 +95,13 @@ class StratifiedRandom(Strategy):
         else:
             values = pool.score_values(self.method, ids)
             if not values:
-                return [Selection(i, {"stratum": None, "strata": None}) for i in ids[:k]]
+                unscored = {
+                    "stratum": None,
+                    "strata": None,
+                    "score_reason": f"no stored {self.method!r} values of the current model version yet",
+                    "fallback": "least_recently_served",
+                }
+                return [Selection(i, dict(unscored)) for i in ids[:k]]
             strata, source = size_strata(values, self.n_bins), self.method
         pairs = [(i, _key(strata.get(i))) for i in ids]
         return [

@@ -13,6 +13,7 @@ from server.api import (
     activelearning,
     auth,
     batch,
+    campaign,
     datastore,
     dicom,
     health,
@@ -45,4 +46,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
     openapi.bp,
     health.bp,
+    campaign.bp,
 )

@@ -11,6 +11,7 @@ from server.api.jobs import jobs, start, start_operation, status, status_operati
 from server.api.openapi import json_reply, operation
 from server.api.requests import JobStartQuery
 from server.api.schemas import TrainBody
+from server.jobs.campaign import training_conf
 
 bp = Blueprint("train", __name__)
 
@@ -24,7 +25,8 @@ def train_status() -> Any:
 @bp.post("/train/<model>")
 @start_operation("Train a trainer on the final labels (429 while one runs, unless enqueue)", body=TrainBody)
 def train_start(model: str) -> Any:
-    return jsonify(start("train", model, body_params(), parse_query(JobStartQuery)))
+    params = {**training_conf(services().settings), **body_params()}  # --conf training keys are defaults
+    return jsonify(start("train", model, params, parse_query(JobStartQuery)))
 
 
 @bp.post("/train/")
@@ -36,7 +38,13 @@ def train_start(model: str) -> Any:
 )
 def train_start_all() -> Any:
     q = parse_query(JobStartQuery)
-    return jsonify(jobs().start_all_trainers(services().spec, body_params(), enqueue=q.enqueue))
+    defaults = training_conf(services().settings)
+    body = body_params()
+    overrides: dict[str, Any] = {}
+    for name in services().spec.trainers:
+        given = body.get(name) or {}
+        overrides[name] = {**defaults, **given} if isinstance(given, dict) else given  # not a dict: 422
+    return jsonify(jobs().start_all_trainers(services().spec, overrides, enqueue=q.enqueue))
 
 
 @bp.delete("/train/")

@@ -4,10 +4,11 @@
 It reads only the bytes it was given: a NRRD that names a detached data file (``data file:``) is
 refused, and so are skips that would make a reader wander (``line skip``, ``byte skip``). The header is
 checked before anything is allocated: dimensions, data type, voxel count and payload size against
-:class:`Limits` (413 when too large, 422 when absurd). The payload is then streamed in bounded chunks:
-a decompression bomb stops at the size its header declared, a truncated or corrupt file is refused,
-and a label's values are checked on the way (finite, integral, within the app's label indices, one
-channel). Memory stays at a few chunks whatever the file claims.
+:class:`Limits` (413 when too large, 422 when absurd; 400, as before, for a file that does not load).
+The payload is then streamed in bounded chunks: a decompression bomb stops at the size its header
+declared, a truncated or corrupt file is refused, and a label's values are checked on the way (finite,
+integral, within the app's label indices, one channel). Memory stays at a few chunks whatever the file
+claims.
 
 Once a file has passed, the usual readers (nibabel, pynrrd, MONAI) may load it.
 """
@@ -28,7 +29,7 @@ import nrrd
 import numpy as np
 
 from server.datastore.volumes import nrrd_affine
-from server.errors import TooLarge, Unprocessable
+from server.errors import BadRequest, TooLarge, Unprocessable
 
 CHUNK = 8 << 20  # bytes decompressed and checked at a time
 MAX_TRAILING = 1 << 20  # bytes a file may carry after its payload (padding some writers add)
@@ -68,7 +69,7 @@ def inspect(
             return _nrrd(path, label, label_max, limits)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         # Corrupt compression or a file cut short; the message is the reader's, never a server path.
-        raise Unprocessable(f"the {ext} file does not load: {_clean(exc)}") from None
+        raise BadRequest(f"the {ext} file does not load: {_clean(exc)}") from None
     raise Unprocessable(f"unsupported volume type {ext!r}")
 
 
@@ -83,7 +84,7 @@ def _nifti(path: Path, gz: bool, label: bool, label_max: int | None, limits: Lim
         if size == 540:
             head += _read_exact(stream, 540 - 348, "a NIfTI-2 header")
         elif size != 348:
-            raise Unprocessable("not a NIfTI file (its header size is neither 348 nor 540)")
+            raise BadRequest("not a NIfTI file (its header size is neither 348 nor 540)")
         header_class = nib.Nifti2Header if size == 540 else nib.Nifti1Header
         try:
             hdr = header_class.from_fileobj(io.BytesIO(head + b"\0" * 4), check=True)
@@ -167,7 +168,7 @@ def _nrrd_header_text(raw: IO[bytes], limit: int) -> tuple[str, int]:
     """The header's text up to its blank line, and where the data starts; at most ``limit`` bytes."""
     head = raw.read(limit + 2)
     if not head.startswith(b"NRRD000"):
-        raise Unprocessable("not a NRRD file (no NRRD000x magic)")
+        raise BadRequest("not a NRRD file (no NRRD000x magic)")
     for sep in (b"\n\n", b"\r\n\r\n"):
         end = head.find(sep)
         if end >= 0:
@@ -222,7 +223,9 @@ def _payload(stream: Readable, nbytes: int, dtype: np.dtype[Any], label: bool, l
     while left > 0:
         block = stream.read(min(CHUNK, left))
         if not block:
-            raise Unprocessable(f"the file ends {left} bytes before the voxels its header declares")
+            raise BadRequest(
+                f"the file does not load: it ends {left} bytes before the voxels its header declares"
+            )
         left -= len(block)
         if label:
             data = carry + block
@@ -251,7 +254,7 @@ def _check_label_values(values: np.ndarray, label_max: int | None) -> None:
 def _read_exact(stream: Readable, n: int, what: str) -> bytes:
     data = stream.read(n)
     if len(data) != n:
-        raise Unprocessable(f"the file is too short for {what}")
+        raise BadRequest(f"the file does not load: it is too short for {what}")
     return data
 
 
@@ -259,7 +262,7 @@ def _skip(stream: Readable, n: int) -> None:
     while n > 0:
         got = stream.read(min(CHUNK, n))
         if not got:
-            raise Unprocessable("the file ends inside its header extensions")
+            raise BadRequest("the file does not load: it ends inside its header extensions")
         n -= len(got)
 
 

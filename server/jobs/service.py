@@ -129,9 +129,7 @@ class JobService:
             return 0  # the queue is still down
         with self.db.session() as s:
             waiting = list(
-                s.scalars(
-                    select(Job.id).where(Job.status == jm.SUBMITTED, Job.created_ts < now - older_than)
-                )
+                s.scalars(select(Job.id).where(Job.status == jm.SUBMITTED, Job.created_ts < now - older_than))
             )
         return sum(1 for job_id in waiting if self._enqueue(job_id))
 

@@ -65,6 +65,8 @@ class TrainContext:
     world_size: int = 1
     local_rank: int = 0
     unlabelled: list[str] = field(default_factory=list)  # images without a final label (semi-supervised)
+    validation: list[str] | None = None  # images held out (a stable set across rounds); None: a seeded split
+    current_weights: Path | None = None  # the model's published version, measured on the same validation
 
 
 @dataclass
@@ -156,6 +158,7 @@ class TrainState:
     samples: int = 0
     train_seconds: float = 0.0
     epoch_start: float = 0.0
+    current_metric: float | None = None  # the published version on the same validation studies
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -236,6 +239,7 @@ class Trainer:
         """Set up, then per epoch: ``on_epoch_start``, ``train_epoch`` (``train_step`` per batch),
         ``evaluate`` when due, ``on_epoch_end`` (checkpoints, stats; True stops); then the result."""
         state = self.setup(ctx)
+        state.current_metric = self.evaluate_current(state)
         for epoch in range(1, state.cfg.max_epochs + 1):
             state.epoch = epoch
             self.on_epoch_start(state.network, epoch, state.cfg)
@@ -254,7 +258,12 @@ class Trainer:
         set_determinism(seed=cfg.seed)
         device = torch.device(ctx.device)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        train_items, val_items = split(ctx.datalist, cfg.val_split, cfg.seed)
+        if ctx.validation is not None:
+            held_out = set(ctx.validation)
+            train_items = [d for d in ctx.datalist if d["image"] not in held_out]
+            val_items = [d for d in ctx.datalist if d["image"] in held_out]
+        else:
+            train_items, val_items = split(ctx.datalist, cfg.val_split, cfg.seed)
         if not train_items:
             raise ValueError("no labelled studies to train on: save some final labels first")
         log.info(
@@ -367,6 +376,22 @@ class Trainer:
             if state.ctx.rank == 0:
                 save_atomic(state.network.state_dict(), state.best_path)
 
+    def evaluate_current(self, state: TrainState) -> float | None:
+        """The model's published version, by the key metric on this run's validation studies (what a new
+        version must match to be published); None without a version or validation studies."""
+        weights = state.ctx.current_weights
+        if weights is None or not weights.is_file() or state.val_studies == 0:
+            return None
+        network = self.network().to(state.device)
+        try:
+            network.load_state_dict(load_state_dict(weights, state.device))
+        except (RuntimeError, ValueError, KeyError):
+            return None  # another architecture: nothing to compare with
+        network.eval()
+        with torch.no_grad(), torch.autocast(device_type=state.device.type, enabled=state.use_amp):
+            total, count = self.validate(network, state.val_loader, state.device)
+        return all_reduce_mean(total, count, state.device, state.ctx.world_size)
+
     def on_epoch_end(self, state: TrainState) -> bool:
         """``last.pt``, the train stats (rank 0 reports them); True when training stops early."""
         cfg, ctx, epoch = state.cfg, state.ctx, state.epoch
@@ -427,6 +452,7 @@ class Trainer:
             "train_studies": state.train_studies,
             "val_studies": state.val_studies,
             "unlabelled_studies": len(state.ctx.unlabelled) if semi else 0,
+            "current_version_metric": state.current_metric,
             "seconds": round(time.time() - state.start_ts, 3),
         }
         return TrainResult(

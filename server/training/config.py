@@ -91,6 +91,10 @@ class TrainConfig:
     seed: int = 0
     multi_gpu: bool = True  # DDP (torchrun) over every visible GPU when there is more than one
     pretrained: bool = True  # start from the model's current published version when there is one
+    # Publish only a version at least as good as the current one on the same validation studies, when
+    # there are at least this many of them (fewer: published, and the job says it could not compare).
+    compare_min_studies: int = 2
+    always_publish: bool = False  # publish whatever the comparison says
     semi_supervised: SemiSupervisedConfig = field(default_factory=SemiSupervisedConfig)
 
     @classmethod
@@ -118,6 +122,8 @@ class TrainConfig:
             raise BadTrainParams("learning_rate must be positive")
         if self.val_interval < 1:
             raise BadTrainParams("val_interval must be at least 1")
+        if self.compare_min_studies < 1:
+            raise BadTrainParams("compare_min_studies must be at least 1")
         if self.cache_bytes < 0 or self.num_workers < -1:
             raise BadTrainParams("cache_bytes must be >= 0 and num_workers >= -1 (auto)")
 

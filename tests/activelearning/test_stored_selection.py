@@ -112,9 +112,13 @@ def test_stratified_and_hybrid_select_from_what_the_scoring_job_stored(tmp_path:
         assert FG in info["stratified_random"]["description"]
         assert "scoring job stored" in info["hybrid"]["description"]
 
+        before = requests.get(f"{u}/scoring/coverage", timeout=30).json()
+        assert before["unlabelled"] == 8 and before["methods"]["entropy"]["scored"] == 0
         job = requests.post(f"{u}/scoring/", params={"run_sync": "true"}, json={}, timeout=300).json()
         assert job["status"] == "DONE", job
         assert job["result"]["embedded"] == 8
+        after = requests.get(f"{u}/scoring/coverage", timeout=30).json()["methods"]["entropy"]
+        assert after["coverage"] == 1.0 and after["read_by"] == ["entropy", "hybrid", "stratified_random"]
         fg, entropy, embeddings = stored(studies)
         all_ids = {f"s{i}" for i in range(8)}
         assert set(fg) == set(entropy) == set(embeddings) == all_ids
@@ -133,7 +137,8 @@ def test_stratified_and_hybrid_select_from_what_the_scoring_job_stored(tmp_path:
         open_now = all_ids - {"s7"}
         hybrid = requests.post(f"{u}/activelearning/hybrid", json={"k": 2, "client_id": "b"}).json()["batch"]
         ranked = sorted(open_now, key=lambda i: -entropy[i])  # the candidates, most uncertain first
-        chosen = k_center_greedy([embeddings[i] for i in ranked], 2, first=0)
+        # the labelled study (s7) counts as already chosen: k-center keeps away from it
+        chosen = k_center_greedy([embeddings[i] for i in ranked], 2, labelled=[embeddings["s7"]])
         assert [p["id"] for p in hybrid] == [ranked[n] for n in chosen]
         assert all(p["embeddings"] == "stored" and p["score"] == entropy[p["id"]] for p in hybrid)
 

@@ -124,6 +124,24 @@ class Labelloop:
         r = self.get(f"/dicom/series/{uid}")
         return r.json()["state"] if r.status_code == 200 else None
 
+    def wait_export(self, uid: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The series' newest SEG export, once it has ended (DONE or ERROR)."""
+
+        def ended() -> dict[str, Any] | None:
+            exports = self.get(f"/dicom/series/{uid}").json()["exports"]
+            return exports[-1] if exports and exports[-1]["status"] in ("DONE", "ERROR") else None
+
+        return wait_for(ended, timeout, what="SEG export")
+
+    def ready_image(self, uid: str) -> Any:
+        """The series as a ready datastore image (fetched first when needed), loaded with nibabel."""
+        import nibabel as nib
+
+        if self.series_state(uid) != "ready":
+            requests.post(self.url + f"/dicom/series/{uid}/fetch", timeout=10)
+            self.wait_series(uid)
+        return nib.load(self.get("/datastore/image/info", params={"image": uid}).json()["path"])
+
     def wait_series(self, uid: str, state: str = "ready", timeout: float = 30.0) -> dict[str, Any]:
         wait_for(lambda: self.series_state(uid) == state, timeout, what=f"series {uid} {state}")
         return self.get(f"/dicom/series/{uid}").json()

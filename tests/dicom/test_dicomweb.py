@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import nibabel as nib
@@ -130,17 +131,21 @@ def test_infer_on_a_dicomweb_series(server: Labelloop, studies: list[synth.Synth
     assert isinstance(r.json(), dict)
 
 
+def box_label(
+    server: Labelloop, series: synth.SyntheticSeries, box: tuple[slice, ...]
+) -> tuple[Any, np.ndarray]:
+    """The series as a ready image, and a label of it: one box of label 1."""
+    img = server.ready_image(series.series_uid)
+    label = np.zeros(img.shape, np.uint8)
+    label[box] = 1
+    return img, label
+
+
 def test_final_label_becomes_a_seg_in_the_pacs(
     server: Labelloop, orthanc: Orthanc, studies: list[synth.SyntheticSeries], tmp_path: Path
 ) -> None:
     series = studies[1]
-    if server.series_state(series.series_uid) != "ready":
-        requests.post(server.url + f"/dicom/series/{series.series_uid}/fetch", timeout=10)
-        server.wait_series(series.series_uid)
-    info = server.get("/datastore/image/info", params={"image": series.series_uid}).json()
-    img = nib.load(info["path"])
-    label = np.zeros(img.shape, np.uint8)
-    label[40:70, 50:80, 2:7] = 1
+    img, label = box_label(server, series, np.s_[40:70, 50:80, 2:7])
     path = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(label, img.affine), str(path))
     with open(path, "rb") as f:
@@ -152,12 +157,7 @@ def test_final_label_becomes_a_seg_in_the_pacs(
             timeout=30,
         )
     assert r.status_code == 200, r.text
-
-    def done() -> dict | None:
-        exports = server.get(f"/dicom/series/{series.series_uid}").json()["exports"]
-        return exports[-1] if exports and exports[-1]["status"] in ("DONE", "ERROR") else None
-
-    job = wait_for(done, 30, what="SEG export")
+    job = server.wait_export(series.series_uid)
     assert job["status"] == "DONE", job
     assert job["destinations"] == [f"stow:{orthanc.dicomweb}"]
 
@@ -210,13 +210,7 @@ def test_a_nrrd_final_label_becomes_a_seg_in_the_pacs(
     import nrrd
 
     series = studies[0]
-    if server.series_state(series.series_uid) != "ready":
-        requests.post(server.url + f"/dicom/series/{series.series_uid}/fetch", timeout=10)
-        server.wait_series(series.series_uid)
-    info = server.get("/datastore/image/info", params={"image": series.series_uid}).json()
-    img = nib.load(info["path"])
-    label = np.zeros(img.shape, np.uint8)
-    label[30:60, 40:90, 1:6] = 1
+    img, label = box_label(server, series, np.s_[30:60, 40:90, 1:6])
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
     path = tmp_path / "label.seg.nrrd"
     header = {
@@ -234,12 +228,7 @@ def test_a_nrrd_final_label_becomes_a_seg_in_the_pacs(
             timeout=30,
         )
     assert r.status_code == 200, r.text
-
-    def done() -> dict | None:
-        exports = server.get(f"/dicom/series/{series.series_uid}").json()["exports"]
-        return exports[-1] if exports and exports[-1]["status"] in ("DONE", "ERROR") else None
-
-    job = wait_for(done, 30, what="SEG export")
+    job = server.wait_export(series.series_uid)
     assert job["status"] == "DONE", job
     pacs = DICOMwebClient(url=orthanc.dicomweb)
     seg = hd.seg.Segmentation.from_dataset(

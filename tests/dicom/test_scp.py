@@ -247,12 +247,7 @@ def test_final_label_goes_back_as_dicom_seg_by_c_store(
             timeout=30,
         )
     assert r.status_code == 200, r.text
-
-    def exported() -> dict | None:
-        exports = server.get(f"/dicom/series/{series.series_uid}").json()["exports"]
-        return exports[-1] if exports and exports[-1]["status"] in ("DONE", "ERROR") else None
-
-    job = wait_for(exported, 30, what="SEG export")
+    job = server.wait_export(series.series_uid)
     assert job["status"] == "DONE", job
     assert job["destinations"] == [f"cstore:EXPORTS@127.0.0.1:{export_node[0]}"]
     files = wait_for(lambda: list(received.glob(f"*{job['seg_sop_uid']}*")), 10, what="SEG at the node")

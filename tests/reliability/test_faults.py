@@ -11,7 +11,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -151,23 +150,14 @@ def test_a_worker_killed_mid_job_leaves_an_error_not_a_hanging_job(tmp_path: Pat
     ends the job ERROR with the reason; a new worker takes the next job."""
     from server.services import build_services
     from server.settings import Settings
-    from tests.training.conftest import TERMINAL, TEST_APP
+    from tests.training.conftest import TERMINAL, TEST_APP, worker_command
     from tests.training.test_job_kinds import TOY, wait
 
     folder = tmp_path / "studies"
     write_volume(folder / "study_0.nii.gz", seed=0)
     env = {"LABELLOOP_JOB_KINDS": TOY, "LABELLOOP_JOB_STALE_SECONDS": "12"}
     srv = Server(folder, free_port(), args=["--app", str(TEST_APP), "--no-worker"], env=env).start()
-    worker_cmd = [
-        sys.executable,
-        "-m",
-        "server.cli",
-        "worker",
-        "--app",
-        str(TEST_APP),
-        "--studies",
-        str(folder),
-    ]
+    worker_cmd = worker_command(folder)
     worker_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     worker = subprocess.Popen(
         worker_cmd, cwd=REPO, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT

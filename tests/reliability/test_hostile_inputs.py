@@ -178,45 +178,22 @@ def test_hostile_requests_over_every_route(server: Server, tmp_path: Path) -> No
                 send(method, concrete, params={"image": "study_0"}, files={"params": (None, body)})
 
     # hostile volumes through every route that takes one
-    image = write_volume(tmp_path / "ok.nii.gz", seed=9)
+    # (method, route, query, the file's field, refused whatever the file is, with a good image as 'file')
+    volume_routes = [
+        ("PUT", "/datastore/image", {"image": "hostile"}, "file", False, False),
+        ("PUT", "/datastore/label", {"image": "study_0"}, "label", True, False),
+        ("PUT", "/datastore/label", {"image": "study_2", "tag": "review"}, "label", True, False),
+        ("POST", "/infer/segmentation", {"output": "json"}, "file", False, False),
+        ("POST", "/infer/segmentation", {"output": "json"}, "label", True, True),
+    ]
+    good = write_volume(tmp_path / "ok.nii.gz", seed=9).read_bytes()
     for name, (filename, data) in {**HOSTILE_VOLUMES, **HOSTILE_LABELS}.items():
-        as_label = name in HOSTILE_LABELS
-        send(
-            "PUT",
-            "/datastore/image",
-            not as_label,
-            params={"image": "hostile"},
-            files={"file": (filename, data)},
-        )
-        send("PUT", "/datastore/label", True, params={"image": "study_0"}, files={"label": (filename, data)})
-        send(
-            "PUT",
-            "/datastore/label",
-            True,
-            params={"image": "study_2", "tag": "review"},
-            files={"label": (filename, data)},
-        )
-        send(
-            "POST",
-            "/infer/segmentation",
-            not as_label,
-            params={"output": "json"},
-            files={"file": (filename, data)},
-        )
-        with open(image, "rb") as f:
-            send(
-                "POST",
-                "/infer/segmentation",
-                True,
-                params={"output": "json"},
-                files={"file": f, "label": (filename, data)},
-            )
-        del name
+        for method, route, query, field_name, always, with_image in volume_routes:
+            files = {field_name: (filename, data), **({"file": ("ok.nii.gz", good)} if with_image else {})}
+            send(method, route, always or name in HOSTILE_VOLUMES, params=query, files=files)
     long_name = "n" * 10_000 + ".nii.gz"
-    with open(image, "rb") as f:
-        send("PUT", "/session/", files={"files": (long_name, f)})
-    with open(image, "rb") as f:
-        send("PUT", "/datastore/image", files={"file": (long_name, f)})
+    send("PUT", "/session/", files={"files": (long_name, good)})
+    send("PUT", "/datastore/image", files={"file": (long_name, good)})
     send(
         "PUT",
         "/datastore/image",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,11 @@ def settings_and_db(tmp_path: Path) -> tuple[Settings, Database]:
     db = Database(settings.db_url)
     db.migrate()
     return settings, db
+
+
+def worker_command(studies: Path, app: Path = TEST_APP) -> list[str]:
+    """``labelloop worker`` for the test app over ``studies`` (a consumer apart from the server)."""
+    return [sys.executable, "-m", "server.cli", "worker", "--app", str(app), "--studies", str(studies)]
 
 
 @pytest.fixture

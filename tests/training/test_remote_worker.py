@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, Server, free_port
-from tests.training.conftest import TEST_APP, save_label, wait_for
+from tests.training.conftest import TEST_APP, save_label, wait_for, worker_command
 
 pytestmark = pytest.mark.slow
 
@@ -78,16 +77,7 @@ def test_jobs_wait_for_a_remote_worker_then_run_there(
         time.sleep(2)
         assert requests.get(f"{srv.url}/train/", timeout=10).json()["status"] == "SUBMITTED"  # no consumer
 
-        cmd = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "worker",
-            "--app",
-            str(TEST_APP),
-            "--studies",
-            str(train_studies),
-        ]
+        cmd = worker_command(train_studies)
         log = train_studies.parent / "worker.log"
         with open(log, "wb") as out:
             worker = subprocess.Popen(

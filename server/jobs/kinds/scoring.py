@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from server.appspec import AppSpec
+from server.database import Database
 from server.datastore.ids import IMAGE_EXTS, split_ext
 from server.errors import NotFound, Unprocessable
 from server.jobs.kinds.base import JobContext, JobKind, Submission
 from server.jobs.kinds.batch_infer import batch_image_ids
-from server.models import Embedding, Score, pack_vector
+from server.models import Embedding, Image, Score, pack_vector
 
 
 class Scoring(JobKind):
@@ -64,7 +65,9 @@ class Scoring(JobKind):
         device = service.device
         version, nets = service.networks(model, task, device)
         tag = f"{model}@{version}"
-        ids = batch_image_ids(services.db, "unlabeled")
+        ids = likely_picked_first(
+            services.db, batch_image_ids(services.db, "unlabeled"), sorted(methods), tag
+        )
         with services.db.session() as s:
             current = {
                 (image_id, method)
@@ -120,6 +123,66 @@ class Scoring(JobKind):
 
 
 KIND = Scoring()
+
+
+def likely_picked_first(db: Database, ids: list[str], methods: list[str], tag: str) -> list[str]:
+    """The studies in the order the strategies are likely to pick them: by the previous model version's
+    score of the first method, highest first (those without one last), so the picks that matter next
+    are current soonest while a rescore runs."""
+    if not methods:
+        return ids
+    with db.session() as s:
+        previous = s.scalar(
+            select(Score.model_version)
+            .where(Score.method == methods[0], Score.model_version != tag)
+            .order_by(Score.ts.desc())
+            .limit(1)
+        )
+        if previous is None:
+            return ids
+        values = dict(
+            s.execute(
+                select(Score.image_id, Score.value).where(
+                    Score.method == methods[0], Score.model_version == previous
+                )
+            ).all()
+        )
+    return sorted(ids, key=lambda i: (i not in values, -values.get(i, 0.0), i))
+
+
+def coverage(db: Database, spec: AppSpec, tag: str) -> dict[str, Any]:
+    """Per declared scoring method: how many unlabelled studies hold a score of model version ``tag``,
+    and which exposed strategies read it."""
+    readers: dict[str, list[str]] = {}
+    for name, strategy in spec.strategies.items():
+        for method in strategy.needs():
+            readers.setdefault(method, []).append(name)
+    with db.session() as s:
+        unlabelled = s.scalar(select(func.count()).select_from(Image).where(Image.completed.is_(False))) or 0
+        scored = dict(
+            s.execute(
+                select(Score.method, func.count())
+                .join(Image, Image.id == Score.image_id)
+                .where(
+                    Score.model_version == tag,
+                    Image.completed.is_(False),
+                    Score.method.in_(list(spec.scoring)),
+                )
+                .group_by(Score.method)
+            ).all()
+        )
+    return {
+        "model_version": tag,
+        "unlabelled": int(unlabelled),
+        "methods": {
+            name: {
+                "scored": int(scored.get(name, 0)),
+                "coverage": round(int(scored.get(name, 0)) / unlabelled, 4) if unlabelled else 1.0,
+                "read_by": sorted(readers.get(name, [])),
+            }
+            for name in sorted(spec.scoring)
+        },
+    }
 
 
 def score_rows(name: str, values: dict[str, float]) -> list[tuple[str, float]]:

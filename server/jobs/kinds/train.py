@@ -9,7 +9,9 @@ recomputed (``rescore``, default true); a campaign run submits the next one when
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,7 +61,8 @@ class Train(JobKind):
                 parse_bool(params["rescore"])
             except ValueError as exc:
                 raise Unprocessable(f"rescore: {exc}") from exc
-        return Submission(declared.name, params)
+        # The rescore after this run computes what the exposed strategies read, and nothing else.
+        return Submission(declared.name, {"rescore_methods": spec.read_scores(), **params})
 
     def devices(self, request: dict[str, Any], available: int) -> int:
         """``multi_gpu`` (the default) takes every GPU (DDP); the same parser as the trainer's."""
@@ -70,12 +73,19 @@ class Train(JobKind):
         return available if multi else 1
 
     def after(self, job: Job, jobs: Submitter, settings: Settings) -> None:
-        if job.status == jm.DONE and parse_bool(job.request.get("rescore", True)):
-            jobs.submit("scoring", job.model, {"after_train": job.id}, enqueue=True)
+        """The rescore of what the strategies read (none when they read nothing), and, for a campaign's
+        run, the next one when enough new labels arrived meanwhile."""
+        methods = job.request.get("rescore_methods")  # None: a request from before: every method
+        wanted = parse_bool(job.request.get("rescore", True)) and methods != []
+        if job.status == jm.DONE and wanted and job.model_version is not None:
+            request: dict[str, Any] = {"after_train": job.id}
+            if methods is not None:
+                request["methods"] = methods
+            jobs.submit("scoring", job.model, request, enqueue=True)
         if job.request.get("campaign"):
             every = retrain_after(settings)
             if every > 0 and jobs.final_labels_since(job.created_ts) >= every:
-                jobs.submit_if_idle("train", job.model, {"campaign": True})
+                jobs.submit_if_idle("train", job.model, dict(job.request))
 
     def run(self, ctx: JobContext) -> None:
         import torch
@@ -94,6 +104,8 @@ class Train(JobKind):
         device = train_device()
         world = torch.cuda.device_count() if device == "cuda" and cfg.multi_gpu else 1
         ctx.say(f"{len(datalist)} labelled studies, device {device} x{world}, {cfg.max_epochs} epochs")
+        validation = stable_validation(ctx, model, datalist, cfg.val_split)
+        current = current_weights(ctx, model)
         if world > 1:
             result = launch_ddp(ctx, world)
         else:
@@ -105,10 +117,17 @@ class Train(JobKind):
                 on_epoch=StatsRecorder(ctx),
                 initial_weights=initial,
                 unlabelled=services.pseudo.image_paths(pool),
+                validation=validation,
+                current_weights=current,
             )
             result = trainer.run(train_ctx)
         if result.best_checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
+        kept = kept_instead(ctx, model, trainer.key_metric_name, result, cfg)
+        if kept is not None:
+            ctx.update(result=kept)
+            ctx.say(kept["detail"])
+            return
         metrics = {**result.metrics, "job_id": job.id, "train_stats": result.stats}
         version = publish(ctx, model, result.best_checkpoint, metrics, source=f"train:{job.id}")
         outcome: dict[str, Any] = {
@@ -117,6 +136,8 @@ class Train(JobKind):
             "best_metric": result.metrics.get(result.metrics.get("key_metric_name", ""), result.best_metric),
             "best_metric_epoch": result.best_metric_epoch,
             "epochs": result.epochs_run,
+            "current_version_metric": result.metrics.get("current_version_metric"),
+            "validation_studies": result.metrics.get("val_studies"),
         }
         ctx.update(model_version=version, result=outcome)
         ctx.say(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})")
@@ -173,8 +194,9 @@ def train_rank(ctx: JobContext) -> None:
         trainer = recipe_of(services.spec, job.model)
         cfg = trainer.check_params(job.request)
         model = trainer.model or job.model
+        datalist = services.datastore.train_list()
         train_ctx = TrainContext(
-            services.datastore.train_list(),
+            datalist,
             ctx.job_dir / "checkpoints",
             params=job.request,
             device=f"cuda:{local_rank}" if cuda else "cpu",
@@ -184,6 +206,8 @@ def train_rank(ctx: JobContext) -> None:
             rank=rank,
             world_size=world,
             local_rank=local_rank,
+            validation=stable_validation(ctx, model, datalist, cfg.val_split),
+            current_weights=current_weights(ctx, model),
         )
         result = trainer.run(train_ctx)
         if rank == 0:
@@ -253,6 +277,60 @@ def write_pseudo_labels(
         f"{len(report['failed'])} failed, {report['dropped']} older ones dropped"
     )
     return report
+
+
+def stable_validation(ctx: JobContext, model: str, datalist: list[dict[str, Any]], share: float) -> list[str]:
+    """The studies held out for validation, stable across rounds: a study once held out stays held out
+    (so versions are compared on the same studies); new labelled studies join it, in a fixed hashed
+    order, until it holds ``share`` of them (at least one of two). Kept in
+    ``<data>/train/<model>/validation.json``."""
+    path = ctx.services.settings.data / "train" / model / "validation.json"
+    images = [str(d["image"]) for d in datalist]
+    before = set(json.loads(path.read_text())) if path.is_file() else set()
+    held = [i for i in images if i in before]
+    want = 0 if len(images) < 2 or share <= 0 else min(len(images) - 1, max(1, round(len(images) * share)))
+    newcomers = sorted(
+        (i for i in images if i not in before), key=lambda i: hashlib.sha256(i.encode()).digest()
+    )
+    held += newcomers[: max(0, want - len(held))]
+    if len(held) >= len(images) > 1:
+        held = held[: len(images) - 1]  # something must be left to train on
+    keep = sorted(before | set(held))  # every study ever held out stays held out while it is labelled
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write it at once
+    tmp.write_text(json.dumps(keep))
+    tmp.replace(path)
+    return held
+
+
+def kept_instead(
+    ctx: JobContext, model: str, key: str, result: TrainResult, cfg: TrainConfig
+) -> dict[str, Any] | None:
+    """The job's result when the new version is not published (worse than the current one on the same
+    validation studies, enough of them to tell); None when it is to be published."""
+    current = ctx.services.registry.current(model)
+    baseline = result.metrics.get("current_version_metric")
+    studies = int(result.metrics.get("val_studies", 0))
+    if current is None or baseline is None or cfg.always_publish or studies < cfg.compare_min_studies:
+        return None
+    if not math.isfinite(float(baseline)) or result.best_metric >= float(baseline):
+        return None
+    detail = (
+        f"kept version {current.version}: the new best {key} {result.best_metric:.4f} (epoch"
+        f" {result.best_metric_epoch}) is below version {current.version}'s {float(baseline):.4f}"
+        f" on the same {studies} validation studies"
+    )
+    return {
+        "model": model,
+        "kept_version": current.version,
+        "published": False,
+        "best_metric": result.best_metric,
+        "current_version_metric": float(baseline),
+        "validation_studies": studies,
+        "best_metric_epoch": result.best_metric_epoch,
+        "epochs": result.epochs_run,
+        "detail": detail,
+    }
 
 
 def current_weights(ctx: JobContext, model: str) -> Path | None:

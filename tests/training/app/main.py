@@ -2,7 +2,8 @@
 
 - ``segmentation``: a two-level U-Net on 32^3 volumes, two epochs by default (seconds on a CPU);
 - ``slow``: the same recipe with a validation hook that sleeps, so a job stays RUNNING for a while;
-- ``fail``: its ``loss`` hook raises, so its job must end in ERROR with that text.
+- ``fail``: its ``loss`` hook raises, so its job must end in ERROR with that text;
+- ``degraded``: learns the complement of its labels (a version worse than the one it starts from).
 
 ``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs)
 and the strategies that read what it stores: ``entropy`` (its scores), ``stratified_random`` (its
@@ -36,6 +37,14 @@ class SlowTrainer(SegmentationTrainer):
         return super().validate(network, loader, device)
 
 
+class DegradedTrainer(SegmentationTrainer):
+    """A degraded recipe: it learns the complement of its labels, so starting from a version that learnt
+    them it can only get worse on the validation studies (which keep their true labels)."""
+
+    def train_step(self, state: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        return super().train_step(state, {**batch, "label": 1 - batch["label"].clamp(0, 1)})
+
+
 class FailingTrainer(SegmentationTrainer):
     def loss(self) -> nn.Module:
         raise RuntimeError("deliberate failure: this recipe's loss() raises")
@@ -61,6 +70,7 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
         "segmentation": SegmentationTrainer(**common),
         "slow": SlowTrainer(**{**common, "max_epochs": 1000}),
         "fail": FailingTrainer(**common),
+        "degraded": DegradedTrainer(**{**common, "learning_rate": 1e-2}),
     }
     scoring = {}
     strategies = default_strategies()

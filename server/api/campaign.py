@@ -1,0 +1,64 @@
+"""``/campaign/``: the campaign's state in one reply, and ``/campaign/events``, a server-sent event
+stream of it (a new event whenever it changes), so clients need not poll every second."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import Field
+
+from server.api.common import parse_query, services
+from server.api.openapi import Reply, json_reply, operation
+from server.api.requests import Query
+from server.jobs.campaign import Campaign
+from server.wire import LaxFloat
+
+bp = Blueprint("campaign", __name__)
+POLL_SECONDS = 1.0
+KEEPALIVE_SECONDS = 15.0
+
+
+class EventsQuery(Query):
+    timeout: LaxFloat = Field(60.0, ge=1.0, le=600.0, description="seconds before the stream ends")
+
+
+@bp.get("/campaign/")
+@operation(
+    "The campaign: round, labels, training job and its rescore, what starts the next round",
+    ok=json_reply("the state"),
+)
+def state() -> Any:
+    return jsonify(services().campaign.state())
+
+
+@bp.get("/campaign/events")
+@operation(
+    "Server-sent events: the campaign's state now and at every change, until the timeout",
+    query=EventsQuery,
+    ok=Reply("an event stream", {"text/event-stream": {"type": "string"}}),
+)
+def events() -> Response:
+    q = parse_query(EventsQuery)
+    stream = sse(services().campaign, q.timeout)
+    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def sse(campaign: Campaign, timeout: float) -> Iterator[str]:
+    """``event: campaign`` with the state as JSON, first at once and then on each change."""
+    deadline = time.monotonic() + timeout
+    last: str | None = None
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        now: dict[str, Any] = campaign.state()
+        text = json.dumps(now, sort_keys=True)
+        if text != last:
+            last, quiet_since = text, time.monotonic()
+            yield f"event: campaign\ndata: {json.dumps(now)}\n\n"
+        elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+            quiet_since = time.monotonic()
+            yield ": keepalive\n\n"
+        time.sleep(POLL_SECONDS)

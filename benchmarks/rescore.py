@@ -18,7 +18,6 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +47,7 @@ def run(studies: Path, data: Path, strategies: str, methods: list[str] | None) -
     server = build_services(settings, role="server", background=False)  # migrates and indexes
     services = build_services(settings, server.spec, role="job", workdir=data / "job")
     request: dict[str, Any] = {} if methods is None else {"methods": methods}
-    job = Job(
-        id=str(uuid.uuid4()),
-        kind="scoring",
-        model="segmentation",
-        status="RUNNING",
-        request=request,
-        created_ts=time.time(),
-        progress=0.0,
-        details=[],
-        stats={},
-        result={},
-        heartbeat_ts=0.0,
-        stop_requested=False,
-    )
+    job = Job.new("scoring", "segmentation", request, status="RUNNING")
     with services.db.session() as s:
         s.add(job)
     started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
@@ -49,3 +51,21 @@ class Job(Base):
         Index("ix_jobs_kind_created", "kind", "created_ts"),
         Index("ix_jobs_status", "status"),
     )
+
+    @classmethod
+    def new(cls, kind: str, model: str, request: dict[str, Any], status: str = SUBMITTED) -> Job:
+        """A fresh row (a new id, now), nothing run yet."""
+        return cls(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            model=model,
+            status=status,
+            request=dict(request),
+            created_ts=time.time(),
+            progress=0.0,
+            details=[],
+            stats={},
+            result={},
+            heartbeat_ts=0.0,
+            stop_requested=False,
+        )

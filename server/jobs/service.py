@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -141,21 +140,7 @@ class JobService:
             return None
 
     def _insert(self, kind: str, model: str, request: dict[str, Any]) -> Job:
-        now = time.time()
-        job = Job(
-            id=str(uuid.uuid4()),
-            kind=kind,
-            model=model,
-            status=jm.SUBMITTED,
-            request=dict(request),
-            created_ts=now,
-            progress=0.0,
-            details=[],
-            stats={},
-            result={},
-            heartbeat_ts=0.0,
-            stop_requested=False,
-        )
+        job = Job.new(kind, model, request)
         with self.db.session() as s:
             s.add(job)
         return job

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -197,24 +196,10 @@ def test_ddp_rank_path_on_cpu_with_gloo(items: list[dict[str, Any]], tmp_path: P
         tmp = store.temp_for_label("final", ".nii.gz")
         tmp.write_bytes(Path(item["label"]).read_bytes())
         store.save_label(f"study_{i}", "final", tmp, ".nii.gz")
-    job_id = str(uuid.uuid4())
+    job = Job.new("train", "segmentation", {"max_epochs": 2}, status="RUNNING")
+    job_id = job.id
     with db.session() as s:
-        s.add(
-            Job(
-                id=job_id,
-                kind="train",
-                model="segmentation",
-                status="RUNNING",
-                request={"max_epochs": 2},
-                created_ts=time.time(),
-                progress=0.0,
-                details=[],
-                stats={},
-                result={},
-                heartbeat_ts=0.0,
-                stop_requested=False,
-            )
-        )
+        s.add(job)
     env = {**os.environ, **settings_env(settings)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     out = subprocess.run(

@@ -397,6 +397,13 @@ class JobService:
                 count += 1
         return count
 
+    def add_result(self, job_id: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into a job's result (a follow-up names itself in the job it follows)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                job.result = {**dict(job.result or {}), **values}
+
     def _append_detail(self, job_id: str, line: str) -> None:
         with self.db.session() as s:
             job = s.get(Job, job_id)

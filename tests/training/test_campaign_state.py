@@ -39,6 +39,8 @@ def test_conf_training_settings_drive_retrain_after_and_show_in_the_campaign(
         assert training["status"] == "DONE" and training["request"]["max_epochs"] == "5", training
         task = requests.get(f"{srv.url}/train/", timeout=10).json()
         assert task["train_stats"]["total_epochs"] == 5 and task["result"]["epochs"] == 5
+        # the test app exposes no score-reading strategy here: nothing to rescore, and none was chained
+        assert task["request"]["rescore_methods"] == [] and "rescore_job" not in task["result"]
         assert state["round"] == 1 and state["final_labels"] == 4
         events = requests.get(f"{srv.url}/campaign/events", params={"timeout": 2}, stream=True, timeout=30)
         assert events.headers["content-type"].startswith("text/event-stream")

@@ -177,6 +177,11 @@ def test_retrain_after_three_labels_starts_exactly_one_job_then_rescores(
     assert kinds.count("train") == 1 and kinds.count("scoring") == 1, rows  # one job, then its rescore
     scoring = next(r for r in rows if r["kind"] == "scoring")
     assert scoring["status"] == "DONE", scoring
+    # the training job names the rescore it chained, which computes what the strategies read
+    trained = requests.get(f"{srv.url}/train/", timeout=10).json()
+    assert trained["result"]["rescore_job"] == scoring["id"] and trained["request"]["rescore_methods"] == [
+        "entropy"
+    ]
     # The one unlabelled study is scored with the version the campaign's job published.
     with sqlite3.connect(train_studies / ".labelloop" / "labelloop.db") as conn:
         scores = conn.execute("SELECT image_id, method, model_version FROM scores ORDER BY method").fetchall()

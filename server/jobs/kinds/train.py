@@ -81,7 +81,8 @@ class Train(JobKind):
             request: dict[str, Any] = {"after_train": job.id}
             if methods is not None:
                 request["methods"] = methods
-            jobs.submit("scoring", job.model, request, enqueue=True)
+            rescore = jobs.submit("scoring", job.model, request, enqueue=True)
+            jobs.add_result(job.id, {"rescore_job": rescore["id"]})  # the training job names its rescore
         if job.request.get("campaign"):
             every = retrain_after(settings)
             if every > 0 and jobs.final_labels_since(job.created_ts) >= every:

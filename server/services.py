@@ -80,13 +80,24 @@ class Services:
     def datastore(self) -> Datastore:
         s = self.settings
         limits = Limits(max_voxels=s.max_voxels, max_bytes=s.max_volume_mb * 1024 * 1024)
-        return Datastore(self.db, s.studies, limits, self.spec.label_max(), locks_dir=s.data / "locks")
+        return Datastore(
+            self.db,
+            s.studies,
+            limits,
+            self.spec.label_max(),
+            locks_dir=s.data / "locks",
+            share_paths=s.paths_shared,
+        )
 
     @cached_property
     def sessions(self) -> SessionStore:
         s = self.settings
         return SessionStore(
-            self.db, s.data / "sessions", s.session_expiry_seconds, s.session_max_expiry_seconds
+            self.db,
+            s.data / "sessions",
+            s.session_expiry_seconds,
+            s.session_max_expiry_seconds,
+            s.paths_shared,
         )
 
     @cached_property

@@ -43,8 +43,11 @@ def safe_name(filename: str | None, default: str = "image.nii.gz") -> str:
 class SessionStore:
     """Kept in ``Services.sessions``; files live in ``<data>/sessions/<id>/``."""
 
-    def __init__(self, db: Database, root: Path, default_expiry: int, max_expiry: int) -> None:
+    def __init__(
+        self, db: Database, root: Path, default_expiry: int, max_expiry: int, share_paths: bool = True
+    ) -> None:
         self.db, self.root = db, root
+        self.share_paths = share_paths  # replies name the session's folder and file (MONAI Label's shape)
         self.default_expiry, self.max_expiry = default_expiry, max_expiry
         self.root.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
@@ -93,7 +96,7 @@ class SessionStore:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return {"session_id": sid, "session_info": _info(row)}
+        return {"session_id": sid, "session_info": self._shown(_info(row))}
 
     def get(self, sid: str, update_ts: bool = False) -> dict[str, Any]:
         with self.db.session() as s:
@@ -101,11 +104,12 @@ class SessionStore:
             if update_ts:
                 row.last_access_ts = time.time()
                 row.expires_at = row.last_access_ts + row.expiry
-            return _info(row)
+            return self._shown(_info(row))
 
     def image_path(self, sid: str) -> Path:
-        info = self.get(sid, update_ts=True)
-        path = Path(info["image"])
+        self.get(sid, update_ts=True)
+        with self.db.session() as s:
+            path = Path(self._row(s, sid).image)
         if not path.is_file():
             raise NotFound(f"Session ({sid}) holds no single image file")
         return path
@@ -116,7 +120,13 @@ class SessionStore:
             info = _info(row)
             s.delete(row)
         shutil.rmtree(info["path"], ignore_errors=True)
-        return info
+        return self._shown(info)
+
+    def _shown(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The info as a reply: without server paths unless they are shared (a client on this machine)."""
+        if self.share_paths:
+            return info
+        return {**{k: v for k, v in info.items() if k != "path"}, "image": Path(info["image"]).name}
 
     def sweep(self, now: float | None = None) -> int:
         now = time.time() if now is None else now

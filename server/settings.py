@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     dicomweb_wado_prefix: str = Field("", description="a path added to /proxy/dicom/wado/")
     dicomweb_stow_prefix: str = Field("", description="a path added to /proxy/dicom/stow/")
     cors_origins: str = Field("*", description="origins allowed by CORS")
+    share_paths: LaxBool | None = Field(
+        None,
+        description="name server files in replies (an image's 'path', sessions), for a viewer on this host;"
+        " default: only while bound to loopback",
+    )
     api_token: str = Field(
         "", description="when set, every request needs it as a bearer token (server/api/auth.py)"
     )
@@ -109,6 +114,12 @@ class Settings(BaseSettings):
             raise ConfigError("--lease-seconds must be positive")
         if self.dicomweb_url and not self.dicomweb_url.startswith(("http://", "https://")):
             raise ConfigError(f"--dicomweb {self.dicomweb_url}: expected http(s)://host:port/dicom-web")
+
+    @property
+    def paths_shared(self) -> bool:
+        if self.share_paths is not None:
+            return self.share_paths
+        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def extra_job_kinds(self) -> list[str]:

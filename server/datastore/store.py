@@ -48,6 +48,7 @@ class Datastore:
         limits: Limits | None = None,
         label_max: int | None = None,
         locks_dir: Path | None = None,
+        share_paths: bool = True,
     ) -> None:
         self.db = db
         self.studies = studies.resolve()
@@ -55,6 +56,7 @@ class Datastore:
         self.locks_dir = locks_dir or self.studies / ".labelloop" / "locks"  # <data>/locks in the server
         self.limits = limits or Limits()  # what one uploaded volume may be (server.datastore.intake)
         self.label_max = label_max  # the app's highest label index: a label value above it is refused
+        self.share_paths = share_paths  # image info names the file on the server (MONAI Label's ``path``)
         # Called as ``(image_id, tag, label_info)`` after a label is stored (e.g. DICOM SEG export).
         self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
 
@@ -372,7 +374,8 @@ class Datastore:
         served = s.scalars(select(Assignment).where(Assignment.image_id == row.id)).all()
         if served:
             info["strategy"] = {a.strategy: {"ts": int(a.ts), "client_id": a.client_id} for a in served}
-        info["path"] = str(self._abs(row.file))
+        if self.share_paths:
+            info["path"] = str(self._abs(row.file))
         return info
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import aliased
 
 from server.database import Database
 from server.dicom.convert import NON_IMAGE_MODALITIES
-from server.dicom.incoming import IncomingStore, IngestError, InstanceMeta, is_uid
+from server.dicom.incoming import IncomingStore, InstanceMeta, is_uid
 from server.dicom.models import DicomSeries, SeriesState
 from server.dicom.worker import Worker
 from server.models import Image
@@ -293,7 +293,7 @@ class Prefetcher(Worker):
         t0 = time.perf_counter()
         try:
             count = self.source.fetch(uid)
-        except (RequestException, ValueError, IngestError) as exc:
+        except Exception as exc:  # the PACS, the network, a bad instance, or a bug: counted, retried, bounded
             log.warning("fetching series %s failed: %s", uid, exc)
             with self.db.session() as s:
                 row = s.get(DicomSeries, uid)

@@ -89,7 +89,11 @@ class SeriesConverter(Worker):
         uid = self._claim()
         if uid is None:
             return False
-        self.convert(uid)
+        try:
+            self.convert(uid)
+        except Exception as exc:  # whatever failed, the series ends ERROR with the reason, never CONVERTING
+            log.exception("series %s: conversion failed", uid)
+            self._finish(uid, SeriesState.ERROR, f"conversion failed: {type(exc).__name__}: {exc}")
         return True
 
     def _defer(self, now: float) -> bool:

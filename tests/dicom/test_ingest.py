@@ -355,3 +355,22 @@ def test_recover_indexes_safe_files_without_rows_and_removes_temporaries(app: Fl
     svc.converter.close_idle(time.time())
     assert svc.converter.run_until_idle() == 1
     assert services_of(app).datastore.image_info(series.series_uid)["shape"] == [128, 128, 4]
+
+
+def test_an_unexpected_conversion_failure_ends_the_series_in_error(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug or a library error outside the handled set: the series ends ERROR with the reason, not
+    CONVERTING for ever (nor converted again at every restart)."""
+    svc = service(app)
+    series = synth.ct_series(tmp_path / "ct", 3)
+    put_series(svc.incoming, series.files)
+    time.sleep(0.3)
+
+    def broken(paths: list[str], tmp: Path) -> None:
+        raise KeyError("(0028,0030) missing in a way nobody planned for")
+
+    monkeypatch.setattr(svc.converter, "_convert_file", broken)
+    assert svc.converter.run_until_idle() == 1
+    row = svc.series(series.series_uid)
+    assert row["state"] == SeriesState.ERROR and "KeyError" in row["error"], row

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.errors import ConfigError
-from server.wire import LaxBool, LaxFloat, LaxInt
+from server.wire import LaxBool, LaxFloat, LaxInt, describe
 
 ENV_PREFIX = "LABELLOOP_"
 
@@ -131,17 +131,7 @@ class Settings(BaseSettings):
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
-            raise ConfigError(describe_errors(exc, prefix=ENV_PREFIX)) from None
-
-
-def describe_errors(exc: ValidationError, prefix: str = "") -> str:
-    """``name: reason`` for each invalid field, on one line."""
-    parts = []
-    for error in exc.errors():
-        name = ".".join(str(p) for p in error["loc"]) or "value"
-        reason = "required (--app and --studies)" if error["type"] == "missing" else error["msg"]
-        parts.append(f"{name} ({prefix}{name.upper()}): {reason}")
-    return "; ".join(parts)
+            raise ConfigError(describe(exc, lambda name: f"{name} ({ENV_PREFIX}{name.upper()})")) from None
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -10,9 +10,10 @@ so settings, request models and training parameters read a value the same way ev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, ValidationError
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
@@ -69,6 +70,15 @@ def _number(value: Any, expected: str) -> int | float:
     if isinstance(found, float) and math.isfinite(found):
         return found
     raise ValueError(f"expected {expected}, got {value!r}")
+
+
+def describe(exc: ValidationError, label: Callable[[str], str]) -> str:
+    """``<label(field)>: <reason>`` for each invalid field of a pydantic model, on one line."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{label(name)}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 LaxBool = Annotated[bool, BeforeValidator(parse_bool)]

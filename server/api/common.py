@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from server.errors import Unprocessable
 from server.services import Services
+from server.wire import describe
 
 SERVICES_KEY = "labelloop"
 M = TypeVar("M", bound=BaseModel)
@@ -37,15 +38,7 @@ def parse_query(model: type[M]) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise Unprocessable(describe(exc, "query parameter")) from None
-
-
-def describe(exc: ValidationError, what: str) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        name = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{what} '{name}': {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
+        raise Unprocessable(describe(exc, lambda name: f"query parameter '{name}'")) from None
 
 
 MAX_JSON_DEPTH = 32  # nesting of objects and lists in a request's JSON

@@ -32,6 +32,15 @@ def write_stream(stream: IO[bytes], dest: Path, chunk: int = 1 << 20) -> int:
     return size
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file of this process and a rename: a reader sees the
+    old file or the new one, never half of one, even with several processes writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def copy_file(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
     with open(dest, "rb+") as f:

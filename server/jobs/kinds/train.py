@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.appspec import AppSpec, TrainingRecipe
+from server.datastore.files import write_text_atomic
 from server.errors import NotFound, Unprocessable
 from server.jobs import models as jm
 from server.jobs.campaign import retrain_after
@@ -171,10 +172,7 @@ class StatsRecorder:
         self.ctx.update(stats=stats, progress=min(1.0, float(stats.get("epoch", 0)) / float(total)))
         text = json.dumps(stats, indent=2)
         for path in self.files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            write_text_atomic(path, text)
 
 
 def train_rank(ctx: JobContext) -> None:
@@ -297,10 +295,7 @@ def stable_validation(ctx: JobContext, model: str, datalist: list[dict[str, Any]
     if len(held) >= len(images) > 1:
         held = held[: len(images) - 1]  # something must be left to train on
     keep = sorted(before | set(held))  # every study ever held out stays held out while it is labelled
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # DDP ranks may write it at once
-    tmp.write_text(json.dumps(keep))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(keep))  # DDP ranks may write it at once
     return held
 
 

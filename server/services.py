@@ -153,7 +153,8 @@ class Services:
             except ValueError as exc:
                 raise ConfigError(f"--conf: {exc}") from None
         request = {"rescore_methods": spec.read_scores(), **overrides}
-        return Campaign(self.jobs, retrain_after(self.settings), trainer, request, effective)
+        streams = max(1, self.settings.threads // 4)  # event streams may hold a quarter of the threads
+        return Campaign(self.jobs, retrain_after(self.settings), trainer, request, effective, streams)
 
     @cached_property
     def dicom(self) -> DicomService | None:

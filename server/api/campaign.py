@@ -14,12 +14,13 @@ from pydantic import Field
 from server.api.common import parse_query, services
 from server.api.openapi import Reply, json_reply, operation
 from server.api.requests import Query
+from server.errors import TooBusy
 from server.jobs.campaign import Campaign
 from server.wire import LaxFloat
 
 bp = Blueprint("campaign", __name__)
 POLL_SECONDS = 1.0
-KEEPALIVE_SECONDS = 15.0
+KEEPALIVE_SECONDS = 2.0  # a comment line this often: a client that left is noticed (its slot freed)
 
 
 class EventsQuery(Query):
@@ -43,8 +44,14 @@ def state() -> Any:
 )
 def events() -> Response:
     q = parse_query(EventsQuery)
-    stream = sse(services().campaign, q.timeout)
-    return Response(stream, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+    campaign = services().campaign
+    if not campaign.streams.acquire(blocking=False):
+        raise TooBusy("too many open event streams: poll GET /campaign/ instead, or retry later")
+    resp = Response(
+        sse(campaign, q.timeout), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+    resp.call_on_close(campaign.streams.release)  # the slot comes back when the server closes the reply
+    return resp
 
 
 def sse(campaign: Campaign, timeout: float) -> Iterator[str]:

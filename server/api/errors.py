@@ -6,6 +6,7 @@ unexpected exception is logged with a request id and answered as a 500 that carr
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
@@ -19,7 +20,14 @@ PATH = re.compile(r"(?<![\w:/.])/(?:[\w.+\- ]+/)+[\w.+\-]*")
 
 
 def scrub(detail: str) -> str:
-    return PATH.sub("<path>", detail)
+    """Cut file system paths (those under a top-level folder of this machine, such as /tmp or /home)
+    to ``<path>``; the API's own routes (``/campaign/``) stay."""
+
+    def cut(match: re.Match[str]) -> str:
+        top = match.group(0).split("/")[1]
+        return "<path>" if top and os.path.isdir("/" + top) else match.group(0)
+
+    return PATH.sub(cut, detail)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -57,8 +57,11 @@ class Campaign:
         trainer: str | None,
         request: dict[str, Any] | None = None,
         effective: dict[str, Any] | None = None,
+        max_streams: int = 2,
     ) -> None:
         self.jobs = jobs
+        # Event streams hold a request thread each: at most this many at once (the rest get 429).
+        self.streams = threading.BoundedSemaphore(max(1, max_streams))
         self.every = every
         self.trainer = trainer
         self.request = {"campaign": True, **(request or {})}  # what each campaign training job carries

@@ -59,3 +59,29 @@ def test_a_rescore_computes_only_what_the_exposed_strategies_read(studies: Path,
         client = create_app(settings, background=False).test_client()
         task = client.post("/train/segmentation", json={"max_epochs": 1}).get_json()
         assert task["request"]["rescore_methods"] == methods, (strategies, task)
+
+
+def test_event_streams_are_bounded_and_give_their_slot_back(studies: Path) -> None:
+    """Each stream holds a request thread: at most a quarter of them stream at once (429 beyond), and a
+    closed stream frees its slot."""
+    srv = Server(
+        studies, free_port(), args=["--threads", "8"], env={"LABELLOOP_EMBEDDED_WORKER": "0"}
+    ).start()
+    try:
+        url = f"{srv.url}/campaign/events"
+        open_streams = [requests.get(url, params={"timeout": 30}, stream=True, timeout=30) for _ in range(2)]
+        assert all(r.status_code == 200 for r in open_streams)
+        refused = requests.get(url, params={"timeout": 1}, timeout=30)
+        assert refused.status_code == 429 and "GET /campaign/" in refused.json()["detail"]
+        assert requests.get(f"{srv.url}/campaign/", timeout=10).status_code == 200  # the server still serves
+        for r in open_streams:
+            r.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            again = requests.get(url, params={"timeout": 1}, timeout=30)
+            if again.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert again.status_code == 200
+    finally:
+        srv.stop()

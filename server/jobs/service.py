@@ -38,6 +38,11 @@ STALE_HEARTBEAT_SECONDS = 60.0
 QUEUE_RETRY_SECONDS = 120.0  # a SUBMITTED job this old is put on the queue again (the queue was down)
 
 
+def _silent_since(job: Job) -> float:
+    """When the job last showed a sign of life: its heartbeat, else its start, else its submission."""
+    return job.heartbeat_ts or job.start_ts or job.created_ts
+
+
 def ts_text(ts: float | None) -> str | None:
     """MONAI Label's ``start_ts``/``end_ts`` text: local time ``YYYY-MM-DD HH:MM:SS``."""
     return None if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
@@ -317,21 +322,14 @@ class JobService:
         now = time.time()
         interrupted = requeued = 0
         with self.db.session() as s:
-            running = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
             submitted = [j.id for j in s.scalars(select(Job).where(Job.status == jm.SUBMITTED))]
-        for job in running:
+        for job in self._running():
             host, pid = parse_worker(job.worker)
             embedded = (job.worker or "").startswith("embedded@")
-            local = host == this_host()
-            dead_worker = local and (embedded or pid is None or not local_pid_alive(pid))
-            stale = now - (job.heartbeat_ts or job.start_ts or job.created_ts) > self.stale_seconds
-            if not (dead_worker or stale):
+            dead_worker = host == this_host() and (embedded or pid is None or not local_pid_alive(pid))
+            if not (dead_worker or _silent_since(job) < now - self.stale_seconds):
                 continue  # a live worker elsewhere still runs it
-            if local and job.pid:
-                kill_tree(job.pid, expect=job.id)
-            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=INTERRUPTED):
-                interrupted += 1
-                self._append_detail(job.id, f"ERROR: {INTERRUPTED}")
+            interrupted += self._interrupt(job, INTERRUPTED, now)
         for job_id in submitted:
             requeued += int(self._enqueue(job_id))
         if interrupted or requeued:
@@ -343,19 +341,12 @@ class JobService:
         ``stale_seconds`` (its worker died, or hangs) ends ERROR with the reason, and its process on this
         host, if any, is killed. Returns how many."""
         now = time.time() if now is None else now
-        cutoff = now - self.stale_seconds
-        with self.db.session() as s:
-            stale = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
         count = 0
-        for job in stale:
-            if (job.heartbeat_ts or job.start_ts or job.created_ts) > cutoff:
+        for job in self._running():
+            if _silent_since(job) > now - self.stale_seconds:
                 continue
-            host, _ = parse_worker(job.worker)
-            if job.pid and host == this_host():
-                kill_tree(job.pid, expect=job.id)
             message = f"no heartbeat from worker {job.worker} for {int(now - (job.heartbeat_ts or 0))} s"
-            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
-                self._append_detail(job.id, f"ERROR: {message}")
+            if self._interrupt(job, message, now):
                 log.warning("job %s: %s", job.id, message)
                 count += 1
         return count
@@ -381,21 +372,29 @@ class JobService:
         become ERROR, and their leftover processes are killed."""
         now = time.time()
         count = 0
-        with self.db.session() as s:
-            running = list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
-        for job in running:
+        for job in self._running():
             host, pid = parse_worker(job.worker)
             if not (job.worker or "").startswith("worker@") or host != this_host():
                 continue
             if pid is not None and local_pid_alive(pid):
                 continue
-            if job.pid:
-                kill_tree(job.pid, expect=job.id)
-            message = f"interrupted: worker {job.worker} stopped"
-            if self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
-                self._append_detail(job.id, f"ERROR: {message}")
-                count += 1
+            count += self._interrupt(job, f"interrupted: worker {job.worker} stopped", now)
         return count
+
+    def _running(self) -> list[Job]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
+
+    def _interrupt(self, job: Job, message: str, now: float) -> bool:
+        """End a RUNNING job ERROR with ``message`` (and its last detail line), killing its process tree
+        when it runs on this host; False when it had already ended."""
+        host, _ = parse_worker(job.worker)
+        if job.pid and host == this_host():
+            kill_tree(job.pid, expect=job.id)
+        if not self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
+            return False
+        self._append_detail(job.id, f"ERROR: {message}")
+        return True
 
     def add_result(self, job_id: str, values: dict[str, Any]) -> None:
         """Merge ``values`` into a job's result (a follow-up names itself in the job it follows)."""

@@ -101,13 +101,13 @@ class Train(JobKind):
         datalist = services.datastore.train_list()
         if not datalist:
             raise ValueError("no final labels to train on: save some labels first")
-        initial = current_weights(ctx, model) if cfg.pretrained else None
+        current = current_weights(ctx, model)  # measured on the validation studies; the start when pretrained
+        initial = current if cfg.pretrained else None
         pool = unlabelled_pool(ctx, model, cfg)
         device = train_device()
         world = torch.cuda.device_count() if device == "cuda" and cfg.multi_gpu else 1
         ctx.say(f"{len(datalist)} labelled studies, device {device} x{world}, {cfg.max_epochs} epochs")
         validation = stable_validation(ctx, model, datalist, cfg.val_split)
-        current = current_weights(ctx, model)
         if world > 1:
             result = launch_ddp(ctx, world)
         else:
@@ -194,19 +194,20 @@ def train_rank(ctx: JobContext) -> None:
         cfg = trainer.check_params(job.request)
         model = trainer.model or job.model
         datalist = services.datastore.train_list()
+        current = current_weights(ctx, model)
         train_ctx = TrainContext(
             datalist,
             ctx.job_dir / "checkpoints",
             params=job.request,
             device=f"cuda:{local_rank}" if cuda else "cpu",
             on_epoch=StatsRecorder(ctx) if rank == 0 else None,
-            initial_weights=current_weights(ctx, model) if cfg.pretrained else None,
+            initial_weights=current if cfg.pretrained else None,
             unlabelled=services.pseudo.image_paths(unlabelled_pool(ctx, model, cfg)),
             rank=rank,
             world_size=world,
             local_rank=local_rank,
             validation=stable_validation(ctx, model, datalist, cfg.val_split),
-            current_weights=current_weights(ctx, model),
+            current_weights=current,
         )
         result = trainer.run(train_ctx)
         if rank == 0:

@@ -39,8 +39,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     app.extensions[SERVICES_KEY] = services
     install_cors(app, settings.cors_origins)
     register_error_handlers(app)
-    if settings.api_token:
-        auth.install(app, settings.api_token)
+    auth.install(app)  # who is calling, and may they (a no-op while auth is off)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)

@@ -58,6 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     start.add_argument("--retrain-after", type=int, default=None, help="train after N new final labels")
     start.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a login (on anyway once `labelloop user add` made a user)",
+    )
+    start.add_argument(
+        "--overlap", type=float, default=None, help="share of studies labelled by two annotators (0..1)"
+    )
+    start.add_argument(
+        "--train-labels",
+        choices=("final", "approved"),
+        default=None,
+        help="train on final (default) or approved labels",
+    )
+    start.add_argument(
         "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
     )
 
@@ -78,6 +92,24 @@ def main(argv: list[str] | None = None) -> int:
         "--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="app setting"
     )
 
+    user = sub.add_parser("user", help="manage users: add, list, disable, enable, reset")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    for name, text in (
+        ("add", "add a user (a password is generated and printed once when none is given)"),
+        ("list", "list users and roles"),
+        ("disable", "disable a user (their tokens stop working)"),
+        ("enable", "enable a disabled user"),
+        ("reset", "set a new password (generated when none is given) and optionally a new role"),
+    ):
+        cmd = user_sub.add_parser(name, help=text)
+        if name != "list":
+            cmd.add_argument("name")
+        if name in ("add", "reset"):
+            cmd.add_argument("--role", required=name == "add", help="admin, reviewer, annotator or viewer")
+            cmd.add_argument("--password", default=None, help="default: a generated one, printed once")
+        cmd.add_argument("--studies", type=Path, default=None, help="the server's studies folder")
+        cmd.add_argument("--db", default=None, help="the server's database URL (wins over --studies)")
+
     index = sub.add_parser("index", help="index a studies folder into its database and report")
     index.add_argument("--studies", type=Path, required=True)
     index.add_argument("--db", default=None)
@@ -92,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             _demo(args.folder, args.count, args.size)
             return 0
+        if args.command == "user":
+            return _user(args)
         return _index(args)
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -149,6 +183,9 @@ def _start(args: argparse.Namespace) -> int:
         queue=args.queue,
         embedded_worker=False if args.no_worker else None,
         retrain_after=args.retrain_after,
+        auth=True if args.auth else None,
+        overlap=args.overlap,
+        train_labels=args.train_labels,
         conf=dict(args.conf),
     )
     try:
@@ -157,8 +194,17 @@ def _start(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         console.print(f"[red]app failed to load:[/red] {exc}")
         return 2
-    report = services_of(app).index_report
+    services = services_of(app)
+    report = services.index_report
     assert report is not None  # the server role indexes the studies
+    users = services.users.list()
+    if settings.auth and not users and not settings.api_token:
+        console.print(
+            "[yellow]auth is on and there are no users:[/yellow] "
+            "add one with `labelloop user add NAME --role admin`"
+        )
+    elif users:
+        console.print(f"auth on: {len(users)} user(s); log in with the Slicer plugin or POST /auth/token")
     console.print(
         f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
         f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
@@ -207,6 +253,55 @@ def _worker(args: argparse.Namespace) -> int:
     settings.check()
     settings.data.mkdir(parents=True, exist_ok=True)
     return run_worker(settings, parent_pid=args.parent_pid, workers=args.workers)
+
+
+def _user(args: argparse.Namespace) -> int:
+    """``labelloop user ...`` on the database ``start`` uses (``--db``, or SQLite under ``--studies``)."""
+    from rich.table import Table
+
+    from server.database import Database
+    from server.errors import LabelloopError
+    from server.settings import normalise_db_url
+    from server.team.users import Users
+
+    if args.db:
+        url = normalise_db_url(args.db)
+    elif args.studies:
+        data = args.studies.resolve() / ".labelloop"
+        data.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{data / 'labelloop.db'}"
+    else:
+        raise ConfigError("give --studies (the server's folder) or --db (its database URL)")
+    db = Database(url)
+    db.migrate()
+    users = Users(db, token_seconds=3600)
+    try:
+        if args.user_command == "add":
+            password = users.add(args.name, args.role, args.password)
+            console.print(f"user [bold]{args.name}[/bold] ({args.role}) added")
+            if args.password is None:
+                print(f"password: {password}")  # shown once, on stdout (the rest goes to stderr)
+        elif args.user_command == "list":
+            table = Table("name", "role", "disabled")
+            for u in users.list():
+                table.add_row(u.name, u.role, "yes" if u.disabled else "")
+            Console().print(table)
+        elif args.user_command in ("disable", "enable"):
+            users.set_disabled(args.name, args.user_command == "disable")
+            console.print(f"user [bold]{args.name}[/bold] {args.user_command}d")
+        else:
+            password = users.reset(args.name, args.password, args.role)
+            console.print(
+                f"user [bold]{args.name}[/bold]: new password" + (f", role {args.role}" if args.role else "")
+            )
+            if args.password is None:
+                print(f"password: {password}")
+    except LabelloopError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    finally:
+        db.dispose()
+    return 0
 
 
 def _leave_on_sigterm(*_: object) -> None:

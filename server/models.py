@@ -35,6 +35,8 @@ class Image(Base):
     rand_key: Mapped[float] = mapped_column(Float, default=0.0)
     lease_client: Mapped[str | None] = mapped_column(String(255), nullable=True)
     lease_expires: Mapped[float] = mapped_column(Float, default=0.0)
+    # Distinct annotators with a final label of this study (two for a study of the overlap share).
+    readings: Mapped[int] = mapped_column(Integer, default=0)
 
     labels: Mapped[list[Label]] = relationship(back_populates="image", cascade="all, delete-orphan")
 
@@ -59,10 +61,86 @@ class Label(Base):
     mtime: Mapped[float] = mapped_column(Float, default=0.0)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ts: Mapped[float] = mapped_column(Float)
+    # The ``LabelVersion.number`` this row points at (0: a file found on disk, not yet versioned).
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Review state, indexed: what the Reviewer plugin writes as ``segmentationMeta`` (server/team/review.py).
+    review_status: Mapped[str] = mapped_column(String(16), default="")
+    reviewed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    review_level: Mapped[str] = mapped_column(String(16), default="")
+    review_ts: Mapped[float] = mapped_column(Float, default=0.0)
 
     image: Mapped[Image] = relationship(back_populates="labels")
 
-    __table_args__ = (UniqueConstraint("image_id", "tag", name="uq_labels_image_tag"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "tag", name="uq_labels_image_tag"),
+        Index("ix_labels_review", "review_status"),
+    )
+
+
+class LabelVersion(Base):
+    """Every label ever saved: a row and an immutable file. ``Label`` points at the current one."""
+
+    __tablename__ = "label_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per image and tag
+    ext: Mapped[str] = mapped_column(String(32))
+    file: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    # Who: a user (auth on), a client id (auth off), or none (a model, a job).
+    author: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What: annotator, model (a pre-annotation), pseudo, adjudication, restore, imported.
+    source: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    ts: Mapped[float] = mapped_column(Float)
+    served_ts: Mapped[float | None] = mapped_column(Float, nullable=True)  # when the study was handed out
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("image_id", "tag", "number", name="uq_label_versions_number"),
+        Index("ix_label_versions_author", "author", "tag"),
+    )
+
+
+class Agreement(Base):
+    """How far two annotators' independent labels of one study agree, per label index."""
+
+    __tablename__ = "agreements"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[int] = mapped_column(Integer, primary_key=True)
+    author_a: Mapped[str] = mapped_column(String(255), primary_key=True)
+    author_b: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version_a: Mapped[int] = mapped_column(Integer)
+    version_b: Mapped[int] = mapped_column(Integer)
+    dice: Mapped[float] = mapped_column(Float)
+    surface_mm: Mapped[float | None] = mapped_column(Float, nullable=True)  # mean symmetric surface distance
+    ts: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    """A person: admin, reviewer, annotator or viewer (server/team/roles.py)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_ts: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """A login's bearer token, stored as its SHA-256 (the token itself is only ever in the reply)."""
+
+    __tablename__ = "api_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    created_ts: Mapped[float] = mapped_column(Float)
+    expires_ts: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Assignment(Base):

@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Executable, and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from server.database import Database
-from server.datastore.store import Datastore
+from server.datastore.store import FINAL, Datastore
 from server.errors import BadRequest, NotFound
-from server.models import Assignment, Embedding, Image, Score, unpack_vector
+from server.models import Assignment, Embedding, Image, LabelVersion, Score, unpack_vector
 from strategies.base import Candidate, Selection, SelectionContext, Strategy
 
 CLAIM_ATTEMPTS = 8
@@ -34,8 +34,17 @@ ID_CHUNK = 500  # ids per ``IN (...)`` lookup: well under SQLite's bound-paramet
 class SqlCandidatePool:
     """The ``CandidatePool`` over the database, as seen by one client at one moment."""
 
-    def __init__(self, s: Session, now: float, client_id: str | None, rng: random.Random, exclude: set[str]):
+    def __init__(
+        self,
+        s: Session,
+        now: float,
+        client_id: str | None,
+        rng: random.Random,
+        exclude: set[str],
+        person: str | None = None,
+    ):
         self.s, self.now, self.client_id, self.rng, self.exclude = s, now, client_id, rng, exclude
+        self.person = person  # never offered a study this person has labelled (the overlap share)
 
     def _open(self) -> ColumnElement[bool]:
         free = Image.lease_expires <= self.now
@@ -44,6 +53,13 @@ class SqlCandidatePool:
         cond = and_(Image.completed.is_(False), free)
         if self.exclude:
             cond = and_(cond, Image.id.not_in(self.exclude))
+        if self.person:
+            read = exists().where(
+                LabelVersion.image_id == Image.id,
+                LabelVersion.tag == FINAL,
+                LabelVersion.author == self.person,
+            )
+            cond = and_(cond, or_(Image.readings == 0, ~read))
         return cond
 
     def count(self) -> int:
@@ -169,15 +185,24 @@ class Sampler:
         self.rng = random.Random()
 
     def next_sample(
-        self, strategies: Mapping[str, Strategy], name: str, params: dict[str, Any]
+        self,
+        strategies: Mapping[str, Strategy],
+        name: str,
+        params: dict[str, Any],
+        owner: str | None = None,
+        person: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Pick and lease up to ``k`` studies; each reply carries its id, path and image info."""
+        """Pick and lease up to ``k`` studies to ``owner`` (default: the ``client_id`` param; the
+        route passes the key of server/team/actor.py); each reply carries its id, path and image info.
+        ``person``: who is asking, never handed a study they have labelled."""
         strategy = strategies.get(name)
         if strategy is None:
             raise NotFound(f"Strategy NOT Found: {name}; available: {', '.join(sorted(strategies))}")
         client_id = params.get("client_id")
         if client_id is not None and not isinstance(client_id, str):
             raise BadRequest("client_id must be a string")
+        if owner is not None:
+            client_id = owner
         k = params.get("k", 1)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_BATCH:
             raise BadRequest(f"k must be an integer in 1..{MAX_BATCH}")
@@ -188,7 +213,7 @@ class Sampler:
             now = time.time()
             taken = {c["id"] for c in claimed}
             with self.db.sessions() as s:
-                pool = SqlCandidatePool(s, now, client_id, self.rng, lost | taken)
+                pool = SqlCandidatePool(s, now, client_id, self.rng, lost | taken, person)
                 ctx = SelectionContext(name, client_id, params, now, self.rng)
                 picks = strategy.select(pool, k - len(claimed), ctx)
             if not picks:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import subprocess
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,8 @@ from server.registry import ModelRegistry
 from server.sampling import Sampler
 from server.sessions import SessionStore
 from server.settings import Settings
+from server.team.review import Review, readings_needed
+from server.team.users import Users
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class Services:
     def datastore(self) -> Datastore:
         s = self.settings
         limits = Limits(max_voxels=s.max_voxels, max_bytes=s.max_volume_mb * 1024 * 1024)
-        return Datastore(
+        store = Datastore(
             self.db,
             s.studies,
             limits,
@@ -88,6 +90,22 @@ class Services:
             locks_dir=s.data / "locks",
             share_paths=s.paths_shared,
         )
+        store.readings_needed = partial(readings_needed, s.overlap)
+        store.train_labels = s.train_labels
+        return store
+
+    @cached_property
+    def users(self) -> Users:
+        return Users(self.db, self.settings.token_hours * 3600)
+
+    @cached_property
+    def review(self) -> Review:
+        return Review(self.db, self.datastore)
+
+    def auth_on(self) -> bool:
+        """Logins needed: ``--auth``, an API token, or any user in the database."""
+        s = self.settings
+        return s.auth or bool(s.api_token) or self.users.any()
 
     @cached_property
     def sessions(self) -> SessionStore:
@@ -221,6 +239,7 @@ def _observe_labels(services: Services) -> None:
     campaign's next training run, and (for a study from DICOM) is exported as a SEG."""
     store = services.datastore
     store.on_label_saved.append(services.pseudo.on_label_saved)
+    store.on_reading.append(services.review.on_reading)
     if services.dicom is not None:
         services.dicom.observe()
     campaign = services.campaign

@@ -8,7 +8,7 @@ value fails at start with the field and the reason.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         description="name server files in replies (an image's 'path', sessions), for a viewer on this host;"
         " default: only while bound to loopback",
     )
+    auth: LaxBool = Field(False, description="require a login (also on whenever a user exists)")
+    token_hours: LaxFloat = Field(12.0, description="how long a login's bearer token lasts")
+    overlap: LaxFloat = Field(
+        0.0, description="the share of studies labelled by two annotators independently (0..1)"
+    )
+    train_labels: Literal["final", "approved"] = Field(
+        "final", description="what training uses: every final label, or approved labels only"
+    )
     api_token: str = Field(
         "", description="when set, every request needs it as a bearer token (server/api/auth.py)"
     )
@@ -110,6 +118,10 @@ class Settings(BaseSettings):
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.job_stale_seconds < 10:
             raise ConfigError("--job-stale-seconds must be at least 10 (workers write a heartbeat every 5 s)")
+        if not 0.0 <= self.overlap <= 1.0:
+            raise ConfigError(f"--overlap {self.overlap}: must be a share in 0..1")
+        if self.token_hours <= 0:
+            raise ConfigError("--token-hours must be positive")
         if self.lease_seconds <= 0:
             raise ConfigError("--lease-seconds must be positive")
         if self.dicomweb_url and not self.dicomweb_url.startswith(("http://", "https://")):

@@ -24,6 +24,7 @@ from server.api import (
     model,
     openapi,
     proxy,
+    review,
     scoring,
     session,
     train,
@@ -47,4 +48,5 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     openapi.bp,
     health.bp,
     campaign.bp,
+    review.bp,
 )

@@ -16,6 +16,7 @@ from server.api.openapi import Reply, json_reply, operation
 from server.api.requests import Query
 from server.errors import TooBusy
 from server.jobs.campaign import Campaign
+from server.team import progress
 from server.wire import LaxFloat
 
 bp = Blueprint("campaign", __name__)
@@ -34,6 +35,16 @@ class EventsQuery(Query):
 )
 def state() -> Any:
     return jsonify(services().campaign.state())
+
+
+@bp.get("/campaign/annotators")
+@operation(
+    "Per annotator: labels, studies, reviewed, approved, flagged, median seconds from hand-out to save,"
+    " agreement",
+    ok=json_reply("one row per annotator"),
+)
+def annotators() -> Any:
+    return jsonify(progress.annotators(services().db))
 
 
 @bp.get("/campaign/events")

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from server.api.auth import current_actor
 from server.api.common import download, form_params, parse_json, parse_query, require_file, services
 from server.api.openapi import BINARY, JSON_TEXT, Reply, file_reply, json_reply, operation
 from server.api.requests import (
@@ -27,6 +28,7 @@ from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, sp
 from server.datastore.store import Datastore
 from server.datastore.volumes import bin_to_nifti, read_header
 from server.errors import BadRequest, NotFound, Unprocessable
+from server.team.actor import client_actor
 
 bp = Blueprint("datastore", __name__)
 TAGS = ("datastore",)
@@ -154,7 +156,9 @@ def save_label() -> Any:
         ext = upload_ext(filename, LABEL_EXTS)
         tmp = ds.temp_for_label(tag, ext)
         storage.save(tmp)
-    return jsonify(ds.save_label(image_id, tag, tmp, ext, params))
+    actor = current_actor()
+    author = actor.name if actor.user else client_actor(params.get("client_id")).name or None
+    return jsonify(ds.save_label(image_id, tag, tmp, ext, params, author=author))
 
 
 @bp.delete("/datastore/label")
@@ -182,7 +186,9 @@ def get_label() -> Any:
         # HEAD asks "is there a label?" by image id (GET downloads it by label id).
         exists = datastore().label_exists(check_id(q.image), tag)
         return Response(status=200 if exists else 404, mimetype="application/json")  # no body
-    stored = datastore().get_label(check_id(q.label, "label"), tag)
+    label_id = check_id(q.label, "label")
+    services().review.check_visible(current_actor(), label_id, tag)
+    stored = datastore().get_label(label_id, tag)
     return download(stored.path, stored.name)
 
 
@@ -190,7 +196,9 @@ def get_label() -> Any:
 @operation("A label's info", query=LabelQuery, ok=json_reply("the info", JSON_OBJECT))
 def get_label_info() -> Any:
     q = parse_query(LabelQuery)
-    return jsonify(datastore().label_info(check_id(q.label, "label"), check_tag(q.tag)))
+    label_id, tag = check_id(q.label, "label"), check_tag(q.tag)
+    services().review.check_visible(current_actor(), label_id, tag)
+    return jsonify(datastore().label_info(label_id, tag))
 
 
 @bp.put("/datastore/label/info")
@@ -204,7 +212,7 @@ def put_label_info() -> Any:
     q = parse_query(LabelQuery)
     label_id = check_id(q.label, "label")
     info = parse_json(request.form.get("info"), "form field 'info'")
-    return jsonify(datastore().update_label_info(label_id, check_tag(q.tag), info))
+    return jsonify(services().review.update_label_info(label_id, check_tag(q.tag), info, current_actor()))
 
 
 @bp.put("/datastore/updatelabelinfo")
@@ -218,7 +226,7 @@ def update_label_info() -> Any:
     q = parse_query(LabelQuery)
     label_id = check_id(q.label, "label")
     info = form_params()
-    datastore().update_label_info(label_id, check_tag(q.tag), info)
+    services().review.update_label_info(label_id, check_tag(q.tag), info, current_actor())
     return jsonify(None)
 
 

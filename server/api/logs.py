@@ -22,8 +22,8 @@ TEXT = {"type": "string"}
 
 def local_only() -> None:
     """The log holds internal detail: with auth off, only a caller on this machine may read it."""
-    if services().settings.api_token:
-        return  # auth is on: the caller has a token
+    if services().auth_on():
+        return  # auth is on: the caller is a logged-in admin
     if request.remote_addr not in ("127.0.0.1", "::1", "localhost") and not str(
         request.remote_addr or ""
     ).startswith("127."):

@@ -167,13 +167,14 @@ def _index_labels(db: Database, labels_dir: Path, image_ids: set[str], report: I
             s.execute(delete(Label).where(Label.image_id == image_id, Label.tag == tag))
         report.labels_removed = len(gone)
         if report.labels_added or report.labels_removed or report.images_added:
-            # ``completed`` mirrors "has a final label"; recompute it only when labels changed.
+            # ``completed`` mirrors "has a final label" (or two readings that wait for adjudication,
+            # server/team/); recompute it only when labels changed.
             finals = select(Label.image_id).where(Label.tag == FINAL)
             s.execute(
                 update(Image).where(Image.id.in_(finals), Image.completed.is_(False)).values(completed=True)
             )
             s.execute(
                 update(Image)
-                .where(Image.id.not_in(finals), Image.completed.is_(True))
+                .where(Image.id.not_in(finals), Image.completed.is_(True), Image.readings < 2)
                 .values(completed=False)
             )

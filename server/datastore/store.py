@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,12 +26,21 @@ from server.datastore import files, intake, volumes
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, inside
 from server.datastore.intake import Limits
 from server.errors import BadRequest, NotFound
-from server.models import Assignment, Image, Label
+from server.models import Assignment, Image, Label, LabelVersion
 
 log = logging.getLogger(__name__)
 
 FINAL = "final"
 ORIGINAL = "original"
+PSEUDO = "pseudo"
+VERSIONS = ".versions"  # labels/.versions/<id>/<tag>/<n><ext>: every saved label, never overwritten
+SOURCE_OF_TAG = {ORIGINAL: "model", PSEUDO: "pseudo"}  # any other tag: an annotator's
+
+
+@dataclass(frozen=True)
+class Placed:
+    number: int  # the new version's number
+    current: bool  # False: kept as a version only (a reading that waits for the others)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,12 @@ class Datastore:
         self.share_paths = share_paths  # image info names the file on the server (MONAI Label's ``path``)
         # Called as ``(image_id, tag, label_info)`` after a label is stored (e.g. DICOM SEG export).
         self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
+        # How many annotators label a study independently (2 for the overlap share: server/team/).
+        self.readings_needed: Callable[[str], int] = lambda _image_id: 1
+        # Called with the image id after an annotator's final label, held or not (agreement).
+        self.on_reading: list[Callable[[str], None]] = []
+        # What training uses: every final label, or approved labels only (--conf train_labels).
+        self.train_labels = "final"
 
     # ---- one writer per study ----------------------------------------------------------------
     @contextmanager
@@ -83,6 +100,9 @@ class Datastore:
 
     def label_file(self, image_id: str, tag: str, ext: str) -> Path:
         return inside(self.labels_dir, f"{check_tag(tag)}/{check_id(image_id)}{ext}")
+
+    def version_file(self, image_id: str, tag: str, number: int, ext: str) -> Path:
+        return inside(self.labels_dir, f"{VERSIONS}/{check_id(image_id)}/{check_tag(tag)}/{number}{ext}")
 
     def _abs(self, relative: str) -> Path:
         return inside(self.studies, relative)
@@ -159,6 +179,7 @@ class Datastore:
                 stack.enter_context(files.removed(path))
             with self.db.session() as s:
                 s.delete(self._image(s, image_id))
+        shutil.rmtree(inside(self.labels_dir, f"{VERSIONS}/{image_id}"), ignore_errors=True)
 
     def image_info(self, image_id: str) -> dict[str, Any]:
         with self.db.session() as s:
@@ -177,22 +198,52 @@ class Datastore:
 
     # ---- labels ----------------------------------------------------------------------------
     def save_label(
-        self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None = None
+        self,
+        image_id: str,
+        tag: str,
+        tmp: Path,
+        ext: str,
+        info: dict[str, Any] | None = None,
+        *,
+        author: str | None = None,
+        source: str | None = None,
     ) -> dict[str, Any]:
         """Store ``tmp`` as the ``tag`` label of ``image_id``; its shape must match the image's.
 
-        ``tmp`` is consumed: moved into place on success, removed on any failure.
+        Every save is a new version (``label_versions``, an immutable file); the ``Label`` row points
+        at the current one. ``author`` is who saved it (a user or client id), ``source`` what made it
+        (default by tag: ``original`` a model, ``pseudo`` pseudo-labelling, else an annotator). A final
+        label of a study that needs more independent readings is kept as a version only, until the
+        readings are in and a reviewer adjudicates (server/team/review.py). ``tmp`` is consumed.
         """
+        tag = check_tag(tag)
+        source = source or SOURCE_OF_TAG.get(tag, "annotator")
         try:
-            self._save_label(image_id, check_tag(tag), tmp, ext, info)
+            placed = self._save_label(image_id, tag, tmp, ext, info, author, source)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        for callback in self.on_label_saved:
-            callback(image_id, check_tag(tag), dict(info or {}))
-        return {"image": image_id, "label": image_id}
+        if placed.current:
+            for callback in self.on_label_saved:
+                callback(image_id, tag, dict(info or {}))
+        if tag == FINAL and source == "annotator":
+            for observer in self.on_reading:
+                try:
+                    observer(image_id)
+                except Exception:  # the label is stored; a failed follow-up is logged, not the request's
+                    log.exception("after the reading of %s", image_id)
+        return {"image": image_id, "label": image_id, "version": placed.number, "held": not placed.current}
 
-    def _save_label(self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None) -> None:
+    def _save_label(
+        self,
+        image_id: str,
+        tag: str,
+        tmp: Path,
+        ext: str,
+        info: dict[str, Any] | None,
+        author: str | None,
+        source: str,
+    ) -> Placed:
         check_id(image_id)
         if ext not in LABEL_EXTS:
             raise BadRequest(f"unsupported label type {ext!r}: expected one of {', '.join(LABEL_EXTS)}")
@@ -202,30 +253,134 @@ class Datastore:
         label_header = intake.inspect(tmp, ext, label=True, label_max=self.label_max, limits=self.limits)
         _check_shapes(volumes.read_header(image_path, image_ext).shape, label_header.shape)
         with self.study_lock(image_id):
-            self._place_label(image_id, tag, tmp, ext, info)
+            return self.place_label(image_id, tag, tmp, ext, info, author, source)
 
-    def _place_label(self, image_id: str, tag: str, tmp: Path, ext: str, info: dict[str, Any] | None) -> None:
-        """The checked file into place and its row committed, as one step under the study's lock: the
-        last writer wins, and the row always names the file on disk."""
+    def place_label(
+        self,
+        image_id: str,
+        tag: str,
+        tmp: Path,
+        ext: str,
+        info: dict[str, Any] | None,
+        author: str | None,
+        source: str,
+    ) -> Placed:
+        """The checked file in place as a new version, and its rows committed, as one step. The caller
+        holds the study's lock: the last writer wins, and the rows always name files on disk."""
+        now = time.time()
         with self.db.session() as s:
             old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+            number = (
+                s.scalar(
+                    select(func.max(LabelVersion.number)).where(
+                        LabelVersion.image_id == image_id, LabelVersion.tag == tag
+                    )
+                )
+                or 0
+            )
+            unversioned = (self._abs(old.file), old.ext) if old is not None and old.version == 0 else None
             replaces = self._abs(old.file) if old is not None and old.ext != ext else None
-        final = self.label_file(image_id, tag, ext)
-        now = time.time()
-        size = tmp.stat().st_size
-        with files.placed(tmp, final, replaces), self.db.session() as s:
-            image = self._image(s, image_id)
-            row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+            hold = (
+                tag == FINAL and source == "annotator" and old is None and self.readings_needed(image_id) > 1
+            )
+        made: list[Path] = []
+        try:
+            if unversioned is not None and unversioned[0].is_file():
+                # A label found on disk (indexed, never saved here) becomes version n before it is replaced.
+                number += 1
+                made.append(_link(unversioned[0], self.version_file(image_id, tag, number, unversioned[1])))
+                imported = number
+            else:
+                imported = 0
+            number += 1
+            version_path = self.version_file(image_id, tag, number, ext)
+            made.append(_link(tmp, version_path))
+            size = version_path.stat().st_size
             stored = dict(info or {})
-            stored.update({"ts": int(now), "name": final.name})
-            if row is None:
-                row = Label(image_id=image_id, tag=tag)
-                s.add(row)
-            row.ext, row.file, row.info, row.ts = ext, self._rel(final), stored, now
-            row.size, row.mtime = size, final.stat().st_mtime
-            if tag == FINAL:
-                # Ground truth: out of the next-sample pool, and its lease is released.
-                image.completed, image.lease_client, image.lease_expires = True, None, 0.0
+            stored.update({"ts": int(now), "name": f"{image_id}{ext}", "version": number})
+            if hold:
+                tmp.unlink(missing_ok=True)
+                with self.db.session() as s:
+                    self._add_version(s, image_id, tag, imported, unversioned, author, "imported", now, None)
+                    self._add_version(
+                        s, image_id, tag, number, (version_path, ext), author, source, now, stored
+                    )
+                    self._count_reading(s, image_id, hold=True)
+                return Placed(number, current=False)
+            final = self.label_file(image_id, tag, ext)
+            with files.placed(tmp, final, replaces), self.db.session() as s:
+                image = self._image(s, image_id)
+                self._add_version(s, image_id, tag, imported, unversioned, author, "imported", now, None)
+                self._add_version(s, image_id, tag, number, (version_path, ext), author, source, now, stored)
+                row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+                if row is None:
+                    row = Label(image_id=image_id, tag=tag)
+                    s.add(row)
+                row.ext, row.file, row.info, row.ts, row.version = ext, self._rel(final), stored, now, number
+                row.size, row.mtime = size, final.stat().st_mtime
+                row.review_status, row.reviewed_by, row.review_level, row.review_ts = "", None, "", 0.0
+                if tag == FINAL:
+                    # Ground truth: out of the next-sample pool, and its lease is released.
+                    image.completed, image.lease_client, image.lease_expires = True, None, 0.0
+                    if source == "annotator":
+                        self._count_reading(s, image_id, hold=False)
+            return Placed(number, current=True)
+        except BaseException:
+            for path in made:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _add_version(
+        self,
+        s: Session,
+        image_id: str,
+        tag: str,
+        number: int,
+        file: tuple[Path, str] | None,
+        author: str | None,
+        source: str,
+        now: float,
+        info: dict[str, Any] | None,
+    ) -> None:
+        if number == 0 or file is None:  # nothing to record (no unversioned label was imported)
+            return
+        path, ext = file
+        image = self._image(s, image_id)
+        if source == "imported":
+            author, path = None, self.version_file(image_id, tag, number, ext)
+        row = LabelVersion(
+            image_id=image_id,
+            tag=tag,
+            number=number,
+            ext=ext,
+            file=self._rel(path),
+            size=path.stat().st_size,
+            author=author,
+            source=source,
+            model_version=_model_version(info),
+            ts=now,
+            served_ts=image.last_served_ts or None,
+            info=dict(info or {}),
+        )
+        s.add(row)
+
+    def _count_reading(self, s: Session, image_id: str, hold: bool) -> None:
+        """An annotator's final label is one reading; with all the readings a study needs it leaves
+        the pool (and waits for adjudication when it was held). Either way its lease is released."""
+        s.flush()
+        readers = s.scalar(
+            select(func.count(func.distinct(LabelVersion.author))).where(
+                LabelVersion.image_id == image_id,
+                LabelVersion.tag == FINAL,
+                LabelVersion.source == "annotator",
+                LabelVersion.author.is_not(None),
+            )
+        )
+        image = self._image(s, image_id)
+        image.readings = int(readers or 0)
+        image.lease_client, image.lease_expires = None, 0.0
+        if hold:
+            image.completed = image.readings >= self.readings_needed(image_id)
 
     def temp_for_label(self, tag: str, ext: str) -> Path:
         return files.temp_path(self.labels_dir / check_tag(tag), ext)
@@ -307,11 +462,15 @@ class Datastore:
         }
 
     def train_list(self, tag: str = FINAL) -> list[dict[str, str]]:
-        """``[{image, label}]`` absolute paths of every image with a label under ``tag``."""
+        """``[{image, label}]`` absolute paths of every image with a label under ``tag``; for ``final``
+        with ``train_labels == "approved"``, each study's approved label (of any tag) instead."""
+        query = select(Image.file, Label.file).join(Label, Label.image_id == Image.id)
+        if tag == FINAL and self.train_labels == "approved":
+            query = query.where(Label.review_status == "approved").order_by(Image.id, Label.tag)
+        else:
+            query = query.where(Label.tag == tag)
         with self.db.session() as s:
-            rows = s.execute(
-                select(Image.file, Label.file).join(Label, Label.image_id == Image.id).where(Label.tag == tag)
-            ).all()
+            rows = list(dict(s.execute(query).all()).items())  # at most one approved label per study
         return [{"image": str(self._abs(i)), "label": str(self._abs(lb))} for i, lb in rows]
 
     def page(self, after: str | None, limit: int, completed: bool | None = None) -> dict[str, Any]:
@@ -397,3 +556,18 @@ def _rand_key(image_id: str) -> float:
     """A stable pseudo-random key in [0, 1) per id (hash-based, so re-indexing gives the same order)."""
     digest = hashlib.blake2b(image_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+def _link(src: Path, dst: Path) -> Path:
+    """``dst`` as a second name of ``src``'s content (a hard link; a copy where links fail)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _model_version(info: dict[str, Any] | None) -> str | None:
+    value = (info or {}).get("model_version")
+    return None if value is None else str(value)[:128]

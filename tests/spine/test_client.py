@@ -73,12 +73,21 @@ def test_upload_next_sample_save_label_round_trip(server: Server, tmp_path: Path
 
 
 def test_random_serves_never_served_first(server: Server) -> None:
-    client = MONAILabelClient(server.url, client_id=None)
+    client = MONAILabelClient(server.url, client_id="reader-1")
     seen = [client.next_sample("random", {})["id"] for _ in range(3)]
     assert sorted(seen) == ["study_0", "study_1", "study_2"]  # each once before any repeats
     fourth = client.next_sample("random", {})
-    assert fourth["id"] == seen[0]  # then the least recently served
+    assert fourth["id"] == seen[0]  # then the least recently served (a client holds its latest pick)
     assert fourth["weight"] >= 0
+
+
+def test_anonymous_requests_hold_their_own_leases(server: Server) -> None:
+    """No client id (as the OHIF panel sends): every request is someone else, so none gets a study
+    another still holds; when all are held the answer is {}."""
+    client = MONAILabelClient(server.url, client_id=None)
+    seen = [client.next_sample("random", {})["id"] for _ in range(3)]
+    assert sorted(seen) == ["study_0", "study_1", "study_2"]
+    assert client.next_sample("random", {}) == {}
 
 
 def test_next_sample_empty_when_all_labelled(server: Server, tmp_path: Path) -> None:

@@ -228,6 +228,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "database": "sqlite (default)",
         "transport": "HTTP/1.1 keep-alive to the real server (waitress), one client thread",

@@ -84,3 +84,14 @@ def describe(exc: ValidationError, label: Callable[[str], str]) -> str:
 LaxBool = Annotated[bool, BeforeValidator(parse_bool)]
 LaxInt = Annotated[int, BeforeValidator(parse_int)]
 LaxFloat = Annotated[float, BeforeValidator(parse_float)]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (nested in dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

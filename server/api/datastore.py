@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from server.api.auth import current_actor
 from server.api.common import download, form_params, parse_json, parse_query, require_file, services
@@ -51,7 +51,7 @@ def listing() -> Any:
     q = parse_query(ListingQuery)
     ds = datastore()
     if q.output == "all":
-        return jsonify(ds.listing_all())
+        return Response(stream_with_context(ds.listing_all()), mimetype="application/json")
     if q.output == "train":
         return jsonify(ds.train_list())
     if q.output == "page":

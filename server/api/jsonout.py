@@ -5,10 +5,11 @@ unparseable for a browser client."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
+
+from server.wire import finite
 
 
 class FiniteJSONProvider(DefaultJSONProvider):
@@ -22,13 +23,3 @@ class FiniteJSONProvider(DefaultJSONProvider):
             return json.dumps(obj, allow_nan=False, **kwargs)
         except ValueError:  # a NaN somewhere: the rare slow path
             return json.dumps(finite(obj), allow_nan=False, **kwargs)
-
-
-def finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value

@@ -13,7 +13,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from server import __version__
-from server.api import BLUEPRINTS, auth
+from server.api import BLUEPRINTS, auth, metrics, requestlog
 from server.api.common import SERVICES_KEY
 from server.api.errors import register_error_handlers
 from server.api.jsonout import FiniteJSONProvider
@@ -39,7 +39,9 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     app.extensions[SERVICES_KEY] = services
     install_cors(app, settings.cors_origins)
     register_error_handlers(app)
+    requestlog.install(app)  # an X-Request-ID on every request (and in JSON log lines)
     auth.install(app)  # who is calling, and may they (a no-op while auth is off)
+    metrics.install(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     log.info("labelloop %s ready: app %s, studies %s", __version__, settings.app_dir, settings.studies)
@@ -66,6 +68,10 @@ def _setup_file_logging(settings: Settings) -> None:
         return
     handler = RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=3)
     handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] (%(name)s) %(message)s"))
+    if settings.log_json:
+        requestlog.use_json_lines(handler)
+        for other in root.handlers:  # the console too
+            requestlog.use_json_lines(other)
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)

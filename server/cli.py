@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument(
         "--overlap", type=float, default=None, help="share of studies labelled by two annotators (0..1)"
     )
+    start.add_argument("--ohif", type=Path, default=None, help="an OHIF build to serve at /ohif/")
+    start.add_argument(
+        "--audit-share", type=float, default=None, help="share of picks served at random to measure the model"
+    )
+    start.add_argument("--log-json", action="store_true", help="log lines as JSON (with request ids)")
     start.add_argument(
         "--train-labels",
         choices=("final", "approved"),
@@ -186,6 +191,9 @@ def _start(args: argparse.Namespace) -> int:
         auth=True if args.auth else None,
         overlap=args.overlap,
         train_labels=args.train_labels,
+        ohif_dir=args.ohif,
+        audit_share=args.audit_share,
+        log_json=True if args.log_json else None,
         conf=dict(args.conf),
     )
     try:

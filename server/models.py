@@ -44,6 +44,7 @@ class Image(Base):
         Index("ix_images_next_random", "completed", "last_served_ts", "rand_key"),
         Index("ix_images_next_id", "completed", "id"),
         Index("ix_images_lease", "lease_expires"),
+        Index("ix_images_rand", "completed", "rand_key"),  # audit picks: at random, served or not
     )
 
 
@@ -118,6 +119,25 @@ class Agreement(Base):
     dice: Mapped[float] = mapped_column(Float)
     surface_mm: Mapped[float | None] = mapped_column(Float, nullable=True)  # mean symmetric surface distance
     ts: Mapped[float] = mapped_column(Float)
+
+
+class ModelCheck(Base):
+    """The model measured against a study's final label: ``audit`` (the study was an audit pick: the
+    current model's prediction, scored before any training used the label) or ``preannotation`` (the
+    model's stored pre-annotation, i.e. how much the annotator corrected)."""
+
+    __tablename__ = "model_checks"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[int] = mapped_column(Integer)
+    final_labels: Mapped[int] = mapped_column(Integer)  # final labels in the datastore at the time
+    dice: Mapped[float] = mapped_column(Float)  # mean over the labels present in either volume
+    per_label: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ts: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_model_checks_kind", "kind", "model", "model_version"),)
 
 
 class User(Base):

@@ -25,6 +25,8 @@ from server.errors import BadRequest, NotFound
 from server.models import Assignment, Embedding, Image, LabelVersion, Score, unpack_vector
 from strategies.base import Candidate, Selection, SelectionContext, Strategy
 
+AUDIT = "audit"  # the assignment's strategy name of an audit pick (server/evidence.py)
+
 CLAIM_ATTEMPTS = 8
 MAX_BATCH = 100
 TAKEN_LIMIT = 5000  # chosen studies' embeddings a batch-aware strategy keeps away from
@@ -81,6 +83,26 @@ class SqlCandidatePool:
                 select(*cols)
                 .where(self._open(), Image.last_served_ts > 0.0)
                 .order_by(Image.last_served_ts, Image.rand_key)
+                .limit(k - len(rows))
+            ).all()
+        return [Candidate(i, ts) for i, ts in rows]
+
+    def at_random(self, k: int) -> list[Candidate]:
+        """Open studies at random, whether served before or not (audit picks): the first fixed random
+        keys at or after a uniform draw. Keys are a hash of the id, blind to the content, so a mean
+        over these picks estimates the pool's mean without bias."""
+        r = self.rng.random()
+        cols = (Image.id, Image.last_served_ts)
+        rows = list(
+            self.s.execute(
+                select(*cols).where(self._open(), Image.rand_key >= r).order_by(Image.rand_key).limit(k)
+            )
+        )
+        if len(rows) < k:
+            rows += self.s.execute(
+                select(*cols)
+                .where(self._open(), Image.rand_key < r)
+                .order_by(Image.rand_key)
                 .limit(k - len(rows))
             ).all()
         return [Candidate(i, ts) for i, ts in rows]
@@ -180,8 +202,11 @@ class SqlCandidatePool:
 class Sampler:
     """Kept in ``Services.sampler``; strategies come from the loaded app."""
 
-    def __init__(self, db: Database, datastore: Datastore, lease_seconds: int) -> None:
+    def __init__(
+        self, db: Database, datastore: Datastore, lease_seconds: int, audit_share: float = 0.0
+    ) -> None:
         self.db, self.datastore, self.lease_seconds = db, datastore, lease_seconds
+        self.audit_share = audit_share  # picks served at random to measure the model (server/evidence.py)
         self.rng = random.Random()
 
     def next_sample(
@@ -207,6 +232,9 @@ class Sampler:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_BATCH:
             raise BadRequest(f"k must be an integer in 1..{MAX_BATCH}")
 
+        # An audit pick: one study at random instead of the strategy's, marked in reply and assignment.
+        audit = k == 1 and self.audit_share > 0 and self.rng.random() < self.audit_share
+        recorded = AUDIT if audit else name
         claimed: list[dict[str, Any]] = []
         lost: set[str] = set()
         for _ in range(CLAIM_ATTEMPTS):
@@ -214,12 +242,15 @@ class Sampler:
             taken = {c["id"] for c in claimed}
             with self.db.sessions() as s:
                 pool = SqlCandidatePool(s, now, client_id, self.rng, lost | taken, person)
-                ctx = SelectionContext(name, client_id, params, now, self.rng)
-                picks = strategy.select(pool, k - len(claimed), ctx)
+                if audit:
+                    picks = [Selection(c.image_id, {"audit": True}) for c in pool.at_random(1)]
+                else:
+                    ctx = SelectionContext(name, client_id, params, now, self.rng)
+                    picks = strategy.select(pool, k - len(claimed), ctx)
             if not picks:
                 break
             for sel in picks:
-                reply = self._claim(sel, name, client_id, now, first=not claimed)
+                reply = self._claim(sel, recorded, client_id, now, first=not claimed)
                 if reply is None:
                     lost.add(sel.image_id)
                 else:

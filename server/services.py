@@ -32,6 +32,7 @@ from server.datastore.intake import Limits
 from server.datastore.store import Datastore
 from server.dicom.service import DicomService
 from server.errors import ConfigError
+from server.evidence import Evidence
 from server.inference.service import InferenceService
 from server.jobs.campaign import Campaign, retrain_after, training_conf
 from server.jobs.consumer import start_consumer
@@ -141,7 +142,31 @@ class Services:
 
     @cached_property
     def sampler(self) -> Sampler:
-        return Sampler(self.db, self.datastore, self.settings.lease_seconds)
+        return Sampler(self.db, self.datastore, self.settings.lease_seconds, self.settings.audit_share)
+
+    @cached_property
+    def evidence(self) -> Evidence:
+        """Audit picks and pre-annotations scored against final labels, for the campaign's model: the
+        campaign trainer's model, else the first segmentation model (none: nothing is measured)."""
+        spec = self.spec
+        trainer = spec.trainers.get(
+            self.settings.conf.get("retrain_trainer") or next(iter(spec.trainers), "")
+        )
+        model = trainer.config.get("model") if trainer is not None else None
+        if model not in spec.models:
+            model = next((m for m, ms in spec.models.items() if ms.type == "segmentation"), None)
+        labels: dict[str, int] = {}
+        if model is not None:
+            declared = spec.models[model].labels
+            labels = (
+                dict(declared) if isinstance(declared, dict) else {n: i for i, n in enumerate(declared, 1)}
+            )
+            if spec.models[model].type != "segmentation":
+                model = None  # Dice needs a mask
+        workdir = self.settings.data / "audit"
+        workdir.mkdir(parents=True, exist_ok=True)
+        inference = self.inference if model is not None and self.role == "server" else None
+        return Evidence(self.db, self.datastore, self.registry, inference, model, labels, workdir)
 
     @cached_property
     def kinds(self) -> JobKinds:
@@ -191,6 +216,8 @@ class Services:
             self.consumer = None
         if "dicom" in self.__dict__ and self.dicom is not None:
             self.dicom.stop()
+        if "evidence" in self.__dict__:
+            self.evidence.close()
         if "inference" in self.__dict__:
             self.inference.close()
 
@@ -240,6 +267,7 @@ def _observe_labels(services: Services) -> None:
     store = services.datastore
     store.on_label_saved.append(services.pseudo.on_label_saved)
     store.on_reading.append(services.review.on_reading)
+    store.on_label_saved.append(services.evidence.on_label_saved)
     if services.dicom is not None:
         services.dicom.observe()
     campaign = services.campaign

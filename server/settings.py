@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     train_labels: Literal["final", "approved"] = Field(
         "final", description="what training uses: every final label, or approved labels only"
     )
+    ohif_dir: Path | None = Field(
+        None, description="an OHIF build to serve at /ohif/; default the monailabel wheel's"
+    )
+    audit_share: LaxFloat = Field(
+        0.1, description="share of next-sample picks served uniformly at random to measure the model (0..1)"
+    )
+    log_json: LaxBool = Field(False, description="log lines as JSON with request, job and image ids")
     api_token: str = Field(
         "", description="when set, every request needs it as a bearer token (server/api/auth.py)"
     )
@@ -118,6 +125,10 @@ class Settings(BaseSettings):
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.job_stale_seconds < 10:
             raise ConfigError("--job-stale-seconds must be at least 10 (workers write a heartbeat every 5 s)")
+        if not 0.0 <= self.audit_share <= 1.0:
+            raise ConfigError(f"--audit-share {self.audit_share}: must be a share in 0..1")
+        if self.ohif_dir is not None and not (Path(self.ohif_dir) / "index.html").is_file():
+            raise ConfigError(f"--ohif {self.ohif_dir}: no index.html there (an OHIF build folder)")
         if not 0.0 <= self.overlap <= 1.0:
             raise ConfigError(f"--overlap {self.overlap}: must be a share in 0..1")
         if self.token_hours <= 0:

@@ -18,6 +18,10 @@ import numpy as np
 import pytest
 import requests
 
+# Audit picks (a tenth of next-sample answers at random) off, so strategies answer as they decide; the
+# audit tests turn them on (tests/campaign/test_audit.py).
+os.environ.setdefault("LABELLOOP_AUDIT_SHARE", "0")
+
 REPO = Path(__file__).resolve().parent.parent
 SEG_APP = REPO / "apps" / "segmentation"
 AFFINE = np.array([[-1.5, 0, 0, 10.0], [0, -1.5, 0, 20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])

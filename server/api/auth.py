@@ -9,7 +9,8 @@ Label. On with ``--auth``, whenever a user exists (``labelloop user add``), or w
   call the Slicer plugin and ``MONAILabelClient.auth_token`` make;
 - HTTP Basic with a user's name and password: what ``requests`` sends for a server URL written
   ``http://name:password@host:8000``, which is how the Reviewer plugin (it sends no token) logs in;
-- the API token itself as a bearer token (an admin; for scripts).
+- the API token itself as a bearer token (an admin; for scripts);
+- the session cookie the ``/login`` page sets (browser pages: OHIF at ``/ohif/``, the dashboard).
 
 Without credentials: 401. With a role below the route's: 403.
 """
@@ -26,12 +27,13 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from server.api.common import services
 from server.api.openapi import json_reply, operation
 from server.errors import NotFound
-from server.team.actor import ANONYMOUS, Actor
+from server.team.actor import ANONYMOUS, NOBODY, Actor
 from server.team.roles import Role, may, required_role
 
 bp = Blueprint("auth", __name__)
 TAGS = ("auth",)
 TOKEN_ACTOR = Actor("api-token", Role.admin, user=True)
+SESSION_COOKIE = "labelloop_session"
 
 
 def install(app: Flask) -> None:
@@ -39,12 +41,13 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def _check() -> Response | None:
-        g.actor = ANONYMOUS
+        g.actor, g.logged_in = ANONYMOUS, True
         if request.method == "OPTIONS" or not services().auth_on():
             return None
         actor = _credentials()
         needed = required_role(request.endpoint, request.method)
         if actor is None:
+            g.actor, g.logged_in = NOBODY, False
             if needed is None:
                 return None
             return _unauthorized(
@@ -61,10 +64,15 @@ def install(app: Flask) -> None:
 
 
 def current_actor() -> Actor:
-    """Who is calling (``ANONYMOUS`` with auth off)."""
+    """Who is calling (``ANONYMOUS`` with auth off, ``NOBODY`` on an open route without a login)."""
     actor = g.get("actor", ANONYMOUS)
     assert isinstance(actor, Actor)
     return actor
+
+
+def logged_in() -> bool:
+    """Auth is off, or this request carries a valid login (for open pages that show more when it does)."""
+    return bool(g.get("logged_in", True))
 
 
 def _credentials() -> Actor | None:
@@ -85,6 +93,9 @@ def _credentials() -> Actor | None:
         if token and hmac.compare_digest(password.encode(), token.encode()):
             return TOKEN_ACTOR
         return ctx.users.verify_basic(name, password)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return ctx.users.resolve(cookie)
     return None
 
 

@@ -34,7 +34,8 @@ class EventsQuery(Query):
     ok=json_reply("the state"),
 )
 def state() -> Any:
-    return jsonify(services().campaign.state())
+    ctx = services()
+    return jsonify({**ctx.campaign.state(), "evidence": ctx.evidence.summary()})
 
 
 @bp.get("/campaign/annotators")

@@ -10,7 +10,7 @@ import os
 import re
 import uuid
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server.errors import LabelloopError
@@ -42,7 +42,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         # Never leak a traceback or a message to the client; the log has both, under the id.
-        request_id = uuid.uuid4().hex[:16]
+        request_id = g.get("request_id") or uuid.uuid4().hex[:16]
         app.logger.exception(
             "unhandled error in %s %s (request %s)", request.method, request.path, request_id
         )

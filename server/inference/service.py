@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,6 +81,11 @@ class InferenceService:
         self.workers, self.queue = max(1, workers), max(0, queue)
         self.device = device or default_device()
         self._slots = threading.BoundedSemaphore(self.workers + self.queue)
+        # For /metrics: requests in (running or waiting), and the total time requests waited to start.
+        self.in_flight = 0
+        self.runs = 0
+        self.wait_seconds = 0.0
+        self._count_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.cache = NetworkCache()
@@ -216,10 +222,14 @@ class InferenceService:
                 f"inference is busy: {self.workers} running and {self.queue} waiting (the queue's bound); "
                 "retry in a moment"
             )
+        with self._count_lock:
+            self.in_flight += 1
         try:
-            future = self._executor().submit(self._execute, task, request, device or self.device)
+            future = self._executor().submit(
+                self._execute, task, request, device or self.device, time.perf_counter()
+            )
         except BaseException:
-            self._slots.release()
+            self._release(None)
             raise
         future.add_done_callback(self._release)
         try:
@@ -229,10 +239,17 @@ class InferenceService:
                 f"inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
             ) from exc
 
-    def _release(self, _future: Future[InferResult]) -> None:
+    def _release(self, _future: Future[InferResult] | None) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
         self._slots.release()
 
-    def _execute(self, task: InferTask, request: InferRequest, device: torch.device) -> InferResult:
+    def _execute(
+        self, task: InferTask, request: InferRequest, device: torch.device, queued: float
+    ) -> InferResult:
+        with self._count_lock:
+            self.runs += 1
+            self.wait_seconds += time.perf_counter() - queued
         version, nets = self.networks(request.model, task, device)
         result = task.run(request, nets, device)
         result.params["version"] = version
@@ -309,7 +326,9 @@ class InferenceService:
             raise BadRequest(f"result {result.file.name!r} cannot be stored as a label")
         tmp = self.datastore.temp_for_label(tag, parts[1])
         files.copy_file(result.file, tmp)
-        self.datastore.save_label(image_id, tag, tmp, parts[1], {"model": model, "params": result.params})
+        current = self.registry.current(model)
+        info = {"model": model, "model_version": current.version if current else 0, "params": result.params}
+        self.datastore.save_label(image_id, tag, tmp, parts[1], info)
 
 
 def check_output(output: str | None) -> str:

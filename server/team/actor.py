@@ -27,6 +27,7 @@ class Actor:
 
 
 ANONYMOUS = Actor("", Role.admin)  # auth off, nothing said: one person at 127.0.0.1 may do anything
+NOBODY = Actor("", Role.viewer)  # auth on, an open route called without a login
 
 
 def client_actor(client_id: object) -> Actor:

@@ -32,12 +32,16 @@ V, A, R, ADMIN = Role.viewer, Role.annotator, Role.reviewer, Role.admin
 
 MATRIX: dict[str, Role | None] = {
     # open
-    "misc.home": OPEN,
     "auth.auth_info": OPEN,
     "auth.auth_token": OPEN,
     "auth.auth_valid": OPEN,  # answers 401 itself without a valid token
     "health.live": OPEN,
     "health.ready": OPEN,
+    "login.page": OPEN,
+    "login.submit": OPEN,
+    "login.logout": OPEN,
+    "ohif.viewer": OPEN,  # its page redirects to /login without a login; its scripts are public
+    "dashboard.page": OPEN,  # the page shell; its data needs a viewer
     # read progress and the API's description
     "info.info": V,
     "openapi.docs": V,
@@ -46,6 +50,8 @@ MATRIX: dict[str, Role | None] = {
     "campaign.state": V,
     "campaign.events": V,
     "campaign.annotators": V,
+    "dashboard.data": V,
+    "metrics.metrics": V,
     "datastore.listing": V,
     "datastore.get_image": V,
     "datastore.get_image_info": V,

@@ -163,6 +163,11 @@ class Users:
             )
         return token, int(self.token_seconds)
 
+    def revoke(self, token: str) -> None:
+        """End one login (the session cookie's, at logout)."""
+        with self.db.session() as s:
+            s.execute(delete(ApiToken).where(ApiToken.digest == _digest(token)))
+
     def resolve(self, token: str) -> Actor | None:
         """The user a bearer token belongs to, while it is valid and the user enabled."""
         with self.db.session() as s:

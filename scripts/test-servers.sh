@@ -3,9 +3,9 @@
 #   PostgreSQL -> exports LABELLOOP_TEST_POSTGRES_URL
 #   dcmtk (storescu, echoscu, storescp) and Orthanc + DICOMweb are started by the tests themselves.
 #   redis-server (the remote-worker job queue test) likewise.
-#   chromium: the browser tests (headless, --dump-dom and --screenshot).
+#   chromium (+ chromium-driver for Selenium): the browser tests (/docs, the dashboard, OHIF).
 # Without root or apt the tests that need them skip with a reason.
-_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb redis-server chromium"
+_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb redis-server chromium chromium-driver"
 _ll_need=""
 for p in $_ll_apt_packages; do
   dpkg -s "$p" >/dev/null 2>&1 || _ll_need="$_ll_need $p"

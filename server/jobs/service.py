@@ -76,6 +76,9 @@ def task_dict(job: Job) -> dict[str, Any]:
     return task
 
 
+MAX_RESUMES = 3  # a job that keeps killing its worker ends ERROR after this many resumptions
+
+
 class JobService:
     def __init__(
         self,
@@ -385,12 +388,28 @@ class JobService:
         with self.db.session() as s:
             return list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
 
+    def interrupt(self, job_id: str, message: str) -> bool:
+        """A consumer going away ends its running job: resumable kinds are queued again, others ERROR."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+        return job is not None and self._interrupt(job, message, time.time())
+
     def _interrupt(self, job: Job, message: str, now: float) -> bool:
         """End a RUNNING job ERROR with ``message`` (and its last detail line), killing its process tree
-        when it runs on this host; False when it had already ended."""
+        when it runs on this host; False when it had already ended. A job of a resumable kind (training)
+        is queued again instead, up to ``MAX_RESUMES`` times: its run continues from what its folder
+        holds (the last checkpoint)."""
         host, _ = parse_worker(job.worker)
         if job.pid and host == this_host():
             kill_tree(job.pid, expect=job.id)
+        resumes = int((job.result or {}).get("resumes", 0))
+        if job.kind in self.kinds and self.kinds.get(job.kind).resumable and resumes < MAX_RESUMES:
+            if not self._cas(job.id, (jm.RUNNING,), jm.SUBMITTED, pid=None, heartbeat_ts=0.0):
+                return False
+            self.add_result(job.id, {"resumes": resumes + 1})
+            self._append_detail(job.id, f"{message}: queued again, to resume from its last checkpoint")
+            self._enqueue(job.id)
+            return True
         if not self._cas(job.id, (jm.RUNNING,), jm.ERROR, end_ts=now, error=message):
             return False
         self._append_detail(job.id, f"ERROR: {message}")

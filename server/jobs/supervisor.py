@@ -253,7 +253,7 @@ class Supervisor:
         for job_id, proc in running.items():
             kill_tree(proc.pid)
             message = INTERRUPTED if self.embedded else f"interrupted: worker {self.worker} stopped"
-            self._finish(job_id, jm.ERROR, error=message)
+            self.jobs.interrupt(job_id, message)  # training is queued again to resume; others end ERROR
 
 
 def _read_lines(stream: IO[str], log_path: Path, lines: deque[str], changed: threading.Event) -> None:

@@ -67,6 +67,7 @@ class TrainContext:
     unlabelled: list[str] = field(default_factory=list)  # images without a final label (semi-supervised)
     validation: list[str] | None = None  # images held out (a stable set across rounds); None: a seeded split
     current_weights: Path | None = None  # the model's published version, measured on the same validation
+    resume: bool = False  # continue from ``output_dir/last.pt`` (a job interrupted by a restart)
 
 
 @dataclass
@@ -240,7 +241,8 @@ class Trainer:
         ``evaluate`` when due, ``on_epoch_end`` (checkpoints, stats; True stops); then the result."""
         state = self.setup(ctx)
         state.current_metric = self.evaluate_current(state)
-        for epoch in range(1, state.cfg.max_epochs + 1):
+        first = self.resume(state) if ctx.resume else 1
+        for epoch in range(first, state.cfg.max_epochs + 1):
             state.epoch = epoch
             self.on_epoch_start(state.network, epoch, state.cfg)
             self.train_epoch(state)
@@ -302,6 +304,21 @@ class Trainer:
             val_studies=len(val_items),
             total_iterations=cfg.max_epochs * len(train_loader),
         )
+
+    def resume(self, state: TrainState) -> int:
+        """Network, optimiser and best-so-far from ``last.pt``; the epoch to continue with (1 when
+        there is no checkpoint to resume)."""
+        if not state.last_path.is_file():
+            return 1
+        checkpoint = torch.load(state.last_path, map_location=state.device, weights_only=True)
+        state.network.load_state_dict(checkpoint["network"])
+        state.optimizer.load_state_dict(checkpoint["optimizer"])
+        state.best_metric = float(checkpoint.get("best_metric", state.best_metric))
+        state.best_epoch = int(checkpoint.get("best_epoch", 0))
+        state.iterations = int(checkpoint.get("iterations", 0))
+        state.epoch = int(checkpoint["epoch"])
+        print(f"resuming at epoch {state.epoch + 1} from {state.last_path.name}", flush=True)
+        return state.epoch + 1
 
     def load_initial(self, network: nn.Module, weights: Path | None, device: torch.device) -> None:
         """Start from the model's current version; train from scratch when it does not fit."""
@@ -400,6 +417,9 @@ class Trainer:
                 "epoch": epoch,
                 "network": state.network.state_dict(),
                 "optimizer": state.optimizer.state_dict(),
+                "best_metric": state.best_metric,
+                "best_epoch": state.best_epoch,
+                "iterations": state.iterations,
             }
             save_atomic(checkpoint, state.last_path)
         stopping = cfg.early_stop_patience > 0 and epoch - state.best_epoch >= cfg.early_stop_patience

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import time
@@ -128,8 +129,8 @@ def test_sigkill_while_training_then_restart(
     before = {p.name: p.read_bytes() for p in stored}
     assert len(before) == len(label_files)
 
-    job = requests.post(f"{srv.url}/train/slow", json={}, timeout=10).json()
-    running = wait_epochs(srv.url, job["id"], 1)
+    job = requests.post(f"{srv.url}/train/slow", json={"max_epochs": 6}, timeout=10).json()
+    running = wait_epochs(srv.url, job["id"], 2)
     assert srv.proc is not None
     server_proc = psutil.Process(srv.proc.pid)
     tree = [server_proc, *server_proc.children(recursive=True)]
@@ -139,9 +140,19 @@ def test_sigkill_while_training_then_restart(
     assert not alive, f"left behind after SIGKILL of the server: {alive}"
 
     srv.start()
-    task = requests.get(f"{srv.url}/train/", timeout=10).json()
+    # Training resumes from its last checkpoint (not from epoch 1) and finishes.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        task = requests.get(f"{srv.url}/train/", timeout=10).json()
+        if task["status"] in ("DONE", "ERROR", "STOPPED"):
+            break
+        time.sleep(0.5)
     assert task["id"] == job["id"]  # not vanished
-    assert task["status"] == "ERROR" and "interrupted" in task["error"], task
+    assert task["status"] == "DONE", (task.get("error"), task.get("details"))
+    assert task["result"]["resumes"] == 1 and task["result"]["epochs"] == 6
+    job_log = (train_studies / ".labelloop" / "jobs" / job["id"] / "job.log").read_text()
+    resumed_at = [int(x) for x in re.findall(r"resuming at epoch (\d+)", job_log)]
+    assert resumed_at and resumed_at[0] >= 3, job_log[-3000:]  # after the 2 epochs done, not from 1
     assert requests.get(f"{srv.url}/train/", params={"check_if_running": "true"}).status_code == 404
     after = {p.name: p.read_bytes() for p in sorted((train_studies / "labels" / "final").iterdir())}
     assert after == before  # every label intact, byte for byte

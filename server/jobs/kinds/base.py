@@ -92,6 +92,9 @@ class JobKind(ABC):
 
     name: ClassVar[str]  # the row's ``kind``
     title: ClassVar[str]  # as MONAI Label words it: "No Train Tasks Found", "Train Task is Already Running"
+    # Interrupted by a restart or a lost worker, the job is queued again (its ``run`` picks up what its
+    # folder holds) instead of ending ERROR; at most ``MAX_RESUMES`` times (server/jobs/service.py).
+    resumable: ClassVar[bool] = False
 
     @property
     def busy_detail(self) -> str:

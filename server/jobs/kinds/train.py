@@ -46,6 +46,7 @@ def recipe_of(spec: AppSpec, name: str) -> TrainingRecipe:
 class Train(JobKind):
     name = "train"
     title = "Train"
+    resumable = True  # after a restart it continues from checkpoints/last.pt
 
     def validate(self, spec: AppSpec, target: str | None, params: dict[str, Any]) -> Submission:
         declared = spec.trainers.get(target or "")
@@ -111,9 +112,13 @@ class Train(JobKind):
         if world > 1:
             result = launch_ddp(ctx, world)
         else:
+            checkpoints = ctx.job_dir / "checkpoints"
+            resume = (checkpoints / "last.pt").is_file()  # this job ran before and was interrupted
+            if resume:
+                ctx.say("resuming from the last checkpoint of the interrupted run")
             train_ctx = TrainContext(
                 datalist,
-                ctx.job_dir / "checkpoints",
+                checkpoints,
                 params=job.request,
                 device=device,
                 on_epoch=StatsRecorder(ctx),
@@ -121,13 +126,16 @@ class Train(JobKind):
                 unlabelled=services.pseudo.image_paths(pool),
                 validation=validation,
                 current_weights=current,
+                resume=resume,
             )
             result = trainer.run(train_ctx)
         if result.best_checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")
+        # How often a restart interrupted this job (server/jobs/service.py), kept in its result.
+        resumed = {"resumes": job.result["resumes"]} if (job.result or {}).get("resumes") else {}
         kept = kept_instead(ctx, model, trainer.key_metric_name, result, cfg)
         if kept is not None:
-            ctx.update(result=kept)
+            ctx.update(result={**kept, **resumed})
             ctx.say(kept["detail"])
             return
         metrics = {**result.metrics, "job_id": job.id, "train_stats": result.stats}
@@ -140,6 +148,7 @@ class Train(JobKind):
             "epochs": result.epochs_run,
             "current_version_metric": result.metrics.get("current_version_metric"),
             "validation_studies": result.metrics.get("val_studies"),
+            **resumed,
         }
         ctx.update(model_version=version, result=outcome)
         ctx.say(f"published {model} v{version} ({trainer.key_metric_name} {result.best_metric:.4f})")
@@ -208,6 +217,7 @@ def train_rank(ctx: JobContext) -> None:
             local_rank=local_rank,
             validation=stable_validation(ctx, model, datalist, cfg.val_split),
             current_weights=current,
+            resume=(ctx.job_dir / "checkpoints" / "last.pt").is_file(),
         )
         result = trainer.run(train_ctx)
         if rank == 0:

@@ -47,9 +47,17 @@ def resolve(root: Path, path: str) -> tuple[Path, str] | None:
     """``(file, mimetype)`` for a viewer path, or None (404)."""
     if path:
         found = safe_join(str(root), path)
-        if found is not None and Path(found).is_file():
+        if found is not None and _is_file(Path(found)):
             suffix = PurePosixPath(path).suffix.lower()
             return Path(found), TYPES.get(suffix, "application/octet-stream")
         if PurePosixPath(path).suffix:  # a missing asset: not the viewer's page
             return None
     return root / "index.html", "text/html"
+
+
+def _is_file(path: Path) -> bool:
+    """``is_file`` that answers False for names the file system refuses (too long, ...)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -4,8 +4,9 @@
 #   dcmtk (storescu, echoscu, storescp) and Orthanc + DICOMweb are started by the tests themselves.
 #   redis-server (the remote-worker job queue test) likewise.
 #   chromium (+ chromium-driver for Selenium): the browser tests (/docs, the dashboard, OHIF).
+#   docker-compose: validates docker/compose.yaml (`config` needs no Docker engine).
 # Without root or apt the tests that need them skip with a reason.
-_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb redis-server chromium chromium-driver"
+_ll_apt_packages="postgresql dcmtk orthanc orthanc-dicomweb redis-server chromium chromium-driver docker-compose"
 _ll_need=""
 for p in $_ll_apt_packages; do
   dpkg -s "$p" >/dev/null 2>&1 || _ll_need="$_ll_need $p"

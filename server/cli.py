@@ -6,6 +6,7 @@ import argparse
 import gc
 import hashlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -272,14 +273,16 @@ def _user(args: argparse.Namespace) -> int:
     from server.settings import normalise_db_url
     from server.team.users import Users
 
-    if args.db:
-        url = normalise_db_url(args.db)
+    if args.db or os.environ.get("LABELLOOP_DB_URL"):
+        url = normalise_db_url(args.db or os.environ["LABELLOOP_DB_URL"])
     elif args.studies:
         data = args.studies.resolve() / ".labelloop"
         data.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{data / 'labelloop.db'}"
     else:
-        raise ConfigError("give --studies (the server's folder) or --db (its database URL)")
+        raise ConfigError(
+            "give --studies (the server's folder) or --db (its database URL, or LABELLOOP_DB_URL)"
+        )
     db = Database(url)
     db.migrate()
     users = Users(db, token_seconds=3600)

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from server.dicom import synth
-from tests.dicom.conftest import Labelloop, Orthanc, dcmtk, require
+from tests.dicom.conftest import Labelloop, Orthanc, require
+from tests.dicom.test_dicomweb import to_pacs
 from tests.team.conftest import PASSWORD, cli
 
 pytestmark = pytest.mark.dicom
@@ -66,10 +67,7 @@ def series(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> list[s
     folder = tmp_path_factory.mktemp("ohif-series")
     made = [synth.ct_series(folder / f"s{i}", 12, patient_id=f"OHIF-{i}") for i in range(2)]
     for s in made:
-        result = dcmtk(
-            "storescu", "-aec", orthanc.aet, "127.0.0.1", str(orthanc.dicom_port), *map(str, s.files)
-        )
-        assert result.returncode == 0, result.stderr
+        to_pacs(orthanc, s)
     return made
 
 

@@ -8,6 +8,7 @@ HTTP with a persistent connection, as a viewer plugin does. Prints JSON and a ta
 
     .venv/bin/python benchmarks/datastore.py                 # 10k and 100k
     .venv/bin/python benchmarks/datastore.py --sizes 1000    # quick
+    .venv/bin/python benchmarks/datastore.py --sizes 100000 1000000 --postgres postgresql://postgres@127.0.0.1:5432/postgres
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ APP = REPO / "apps" / "segmentation"
 GOALS = {
     10_000: {"next_p95_ms": 5.0},
     100_000: {"next_p95_ms": 10.0, "restart_s": 2.0, "output_all_s": 5.0, "dashboard_p95_ms": 300.0},
+    1_000_000: {"next_p95_ms": 10.0},  # #17: on PostgreSQL, one client
 }
 LABELLED = 0.3  # share of studies with a final label on disk
 REVIEWED = 1000  # labels given a review state (approved / flagged) through the Reviewer's call
@@ -86,7 +88,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(folder: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+def start(folder: Path, port: int, log: Path, db: str = "") -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.perf_counter()
     cmd = [
         sys.executable,
@@ -99,6 +101,7 @@ def start(folder: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], 
         str(folder),
         "--port",
         str(port),
+        *(["--db", db] if db else []),
     ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -146,15 +149,28 @@ def pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
 
-def run_size(n: int, root: Path, requests: int) -> dict[str, object]:
+def fresh_postgres(base: str, n: int) -> str:
+    """A new, empty database next to ``base`` (a PostgreSQL URL) for one size; its URL."""
+    import psycopg
+
+    name = f"ll_bench_{n}_{os.getpid()}"
+    admin = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def run_size(n: int, root: Path, requests: int, postgres: str = "") -> dict[str, object]:
     folder = root / f"studies_{n}"
     build_s = build_folder(folder, n)
     log = root / f"server_{n}.log"
     port = free_port()
-    proc, first_ready = start(folder, port, log)
+    db = fresh_postgres(postgres, n) if postgres else ""
+    proc, first_ready = start(folder, port, log, db)
     first_index = index_seconds(log)
     stop(proc)
-    proc, restart_ready = start(folder, port, log)
+    proc, restart_ready = start(folder, port, log, db)
     restart_index = index_seconds(log)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     result: dict[str, object] = {
@@ -222,12 +238,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "datastore.json")
+    parser.add_argument("--out", type=Path, default=None, help="default results/datastore[_postgres].json")
+    parser.add_argument(
+        "--postgres", default="", help="a PostgreSQL server URL: each size gets a fresh database there"
+    )
     args = parser.parse_args()
+    if args.out is None:
+        name = "datastore_postgres.json" if args.postgres else "datastore.json"
+        args.out = REPO / "benchmarks" / "results" / name
     rows = []
     with tempfile.TemporaryDirectory(prefix="ll-bench-") as tmp:
         for n in args.sizes:
-            rows.append(run_size(n, Path(tmp), args.requests))
+            rows.append(run_size(n, Path(tmp), args.requests, args.postgres))
             print(f"{n} studies done", file=sys.stderr)
     report = {
         "benchmark": "datastore",
@@ -237,7 +259,7 @@ def main() -> None:
             "platform": platform.platform(),
             "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         },
-        "database": "sqlite (default)",
+        "database": "postgresql (a fresh database per size)" if args.postgres else "sqlite (default)",
         "transport": "HTTP/1.1 keep-alive to the real server (waitress), one client thread",
         "results": rows,
     }

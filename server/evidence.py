@@ -8,7 +8,7 @@
 - **Pre-annotations**: when a final label arrives for a study that has the model's ``original`` label,
   their Dice says how much the annotator had to correct.
 
-Predictions run on one background thread of this service (never in the request that saved the label).
+Both checks run on one background thread of this service, never in the request that saved the label.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from server.database import Database
 from server.datastore import volumes
+from server.datastore.ids import LABEL_EXTS, split_ext
 from server.datastore.store import FINAL, ORIGINAL, Datastore
 from server.errors import Unavailable
 from server.inference.request import InferResult
@@ -58,12 +59,17 @@ class Evidence:
         self.db, self.datastore, self.registry, self.inference = db, datastore, registry, inference
         self.model, self.labels, self.workdir = model, labels, workdir
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
-        self.pending: list[Future[None]] = []
 
     # ---- when a final label arrives --------------------------------------------------------------
     def on_label_saved(self, image_id: str, tag: str, _info: dict[str, Any]) -> None:
-        if tag != FINAL or self.model is None:
-            return
+        """Queue the checks of a new final label on this service's thread (never in the request)."""
+        if tag == FINAL and self.model is not None:
+            self.pool.submit(self._check, image_id)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _check(self, image_id: str) -> None:
         try:
             self._score_preannotation(image_id)
         except Exception:
@@ -72,16 +78,7 @@ class Evidence:
             audit = s.get(Assignment, (image_id, AUDIT)) is not None
             done = s.get(ModelCheck, (image_id, AUDIT)) is not None
         if audit and not done and self.inference is not None:
-            self.pending = [f for f in self.pending if not f.done()]
-            self.pending.append(self.pool.submit(self._audit, image_id))
-
-    def wait(self, timeout: float = 60.0) -> None:
-        """Until the audits submitted so far are scored (tests, shutdown)."""
-        for future in list(self.pending):
-            future.result(timeout=timeout)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+            self._audit(image_id)
 
     def _audit(self, image_id: str) -> None:
         assert self.inference is not None and self.model is not None
@@ -91,9 +88,7 @@ class Evidence:
             if result is None or result.file is None:
                 return
             version = int(result.params.get("version", 0) or 0)  # the version that predicted
-            ext = ".nii.gz" if result.file.name.endswith(".nii.gz") else result.file.suffix
-            predicted, _ = volumes.load_array(result.file, ext)
-            self._store(image_id, AUDIT, version, predicted)
+            self._store(image_id, AUDIT, version, _mask(result.file))
         except Exception:
             log.exception("audit of %s", image_id)
         finally:
@@ -116,16 +111,12 @@ class Evidence:
             if row is None or s.get(ModelCheck, (image_id, "preannotation")) is not None:
                 return
             version = int(row.info.get("model_version", -1) or 0)
-        stored = self.datastore.get_label(image_id, ORIGINAL)
-        ext = ".nii.gz" if stored.name.endswith(".nii.gz") else stored.path.suffix
-        predicted, _ = volumes.load_array(stored.path, ext)
-        self._store(image_id, "preannotation", version, predicted)
+        self._store(
+            image_id, "preannotation", version, _mask(self.datastore.get_label(image_id, ORIGINAL).path)
+        )
 
     def _store(self, image_id: str, kind: str, version: int, predicted: np.ndarray) -> None:
-        final = self.datastore.get_label(image_id, FINAL)
-        ext = ".nii.gz" if final.name.endswith(".nii.gz") else final.path.suffix
-        truth, _ = volumes.load_array(final.path, ext)
-        truth, predicted = np.squeeze(truth), np.squeeze(predicted)
+        truth = _mask(self.datastore.get_label(image_id, FINAL).path)
         if truth.shape != predicted.shape:
             raise ValueError(f"prediction {list(predicted.shape)} and label {list(truth.shape)} differ")
         per_label = {
@@ -165,6 +156,15 @@ class Evidence:
                     values.setdefault(int(version), []).append((float(value), int(finals)))
                 out[kind] = [_estimate(version, rows) for version, rows in sorted(values.items())]
         return out
+
+
+def _mask(path: Path) -> np.ndarray:
+    """A label volume's voxels, singleton axes dropped (its type from its name)."""
+    parts = split_ext(path.name, LABEL_EXTS)
+    if parts is None:
+        raise ValueError(f"not a label file: {path.name}")
+    data, _ = volumes.load_array(path, parts[1])
+    return np.squeeze(data)
 
 
 def _estimate(version: int, rows: list[tuple[float, int]]) -> dict[str, Any]:

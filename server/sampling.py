@@ -68,19 +68,10 @@ class SqlCandidatePool:
         return self.s.scalar(select(func.count()).select_from(Image).where(self._open())) or 0
 
     def least_recently_served(self, k: int) -> list[Candidate]:
-        r = self.rng.random()
-        never = and_(self._open(), Image.last_served_ts == 0.0)
-        cols = (Image.id, Image.last_served_ts)
-        rows = list(
-            self.s.execute(select(*cols).where(never, Image.rand_key >= r).order_by(Image.rand_key).limit(k))
-        )
+        rows = self._by_random_key(and_(self._open(), Image.last_served_ts == 0.0), k)
         if len(rows) < k:
             rows += self.s.execute(
-                select(*cols).where(never, Image.rand_key < r).order_by(Image.rand_key).limit(k - len(rows))
-            ).all()
-        if len(rows) < k:
-            rows += self.s.execute(
-                select(*cols)
+                select(Image.id, Image.last_served_ts)
                 .where(self._open(), Image.last_served_ts > 0.0)
                 .order_by(Image.last_served_ts, Image.rand_key)
                 .limit(k - len(rows))
@@ -91,21 +82,21 @@ class SqlCandidatePool:
         """Open studies at random, whether served before or not (audit picks): the first fixed random
         keys at or after a uniform draw. Keys are a hash of the id, blind to the content, so a mean
         over these picks estimates the pool's mean without bias."""
+        return [Candidate(i, ts) for i, ts in self._by_random_key(self._open(), k)]
+
+    def _by_random_key(self, cond: ColumnElement[bool], k: int) -> list[Any]:
+        """Up to ``k`` ``(id, last_served_ts)`` rows matching ``cond``, in fixed-random-key order from a
+        uniform draw, wrapping around to the start."""
         r = self.rng.random()
         cols = (Image.id, Image.last_served_ts)
         rows = list(
-            self.s.execute(
-                select(*cols).where(self._open(), Image.rand_key >= r).order_by(Image.rand_key).limit(k)
-            )
+            self.s.execute(select(*cols).where(cond, Image.rand_key >= r).order_by(Image.rand_key).limit(k))
         )
         if len(rows) < k:
             rows += self.s.execute(
-                select(*cols)
-                .where(self._open(), Image.rand_key < r)
-                .order_by(Image.rand_key)
-                .limit(k - len(rows))
+                select(*cols).where(cond, Image.rand_key < r).order_by(Image.rand_key).limit(k - len(rows))
             ).all()
-        return [Candidate(i, ts) for i, ts in rows]
+        return rows
 
     def by_id(self, k: int, descending: bool = False) -> list[Candidate]:
         order = Image.id.desc() if descending else Image.id

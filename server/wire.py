@@ -9,6 +9,7 @@ so settings, request models and training parameters read a value the same way ev
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -84,6 +85,15 @@ def describe(exc: ValidationError, label: Callable[[str], str]) -> str:
 LaxBool = Annotated[bool, BeforeValidator(parse_bool)]
 LaxInt = Annotated[int, BeforeValidator(parse_int)]
 LaxFloat = Annotated[float, BeforeValidator(parse_float)]
+
+
+def finite_dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes invalid JSON: a NaN or infinity anywhere (a score, an old info
+    value) becomes null; the common case pays one strict pass only."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:  # a NaN somewhere: the rare slow path
+        return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
 def finite(value: Any) -> Any:

@@ -4,12 +4,11 @@ unparseable for a browser client."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
-from server.wire import finite
+from server.wire import finite_dumps
 
 
 class FiniteJSONProvider(DefaultJSONProvider):
@@ -19,7 +18,4 @@ class FiniteJSONProvider(DefaultJSONProvider):
         kwargs.setdefault("default", self.default)
         kwargs.setdefault("ensure_ascii", self.ensure_ascii)
         kwargs.setdefault("sort_keys", self.sort_keys)
-        try:
-            return json.dumps(obj, allow_nan=False, **kwargs)
-        except ValueError:  # a NaN somewhere: the rare slow path
-            return json.dumps(finite(obj), allow_nan=False, **kwargs)
+        return finite_dumps(obj, **kwargs)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,7 +27,7 @@ from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, in
 from server.datastore.intake import Limits
 from server.errors import BadRequest, NotFound
 from server.models import Assignment, Image, Label, LabelVersion
-from server.wire import finite
+from server.wire import finite_dumps
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,18 @@ SOURCE_OF_TAG = {ORIGINAL: "model", PSEUDO: "pseudo"}  # any other tag: an annot
 class Placed:
     number: int  # the new version's number
     current: bool  # False: kept as a version only (a reading that waits for the others)
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A version file already in place, waiting for its row."""
+
+    number: int
+    path: Path
+    ext: str
+    author: str | None
+    source: str
+    info: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -286,34 +297,31 @@ class Datastore:
                 tag == FINAL and source == "annotator" and old is None and self.readings_needed(image_id) > 1
             )
         made: list[Path] = []
+        versions: list[NewVersion] = []  # recorded in the same unit of work as the pointer
         try:
             if unversioned is not None and unversioned[0].is_file():
                 # A label found on disk (indexed, never saved here) becomes version n before it is replaced.
                 number += 1
-                made.append(_link(unversioned[0], self.version_file(image_id, tag, number, unversioned[1])))
-                imported = number
-            else:
-                imported = 0
+                path = _link(unversioned[0], self.version_file(image_id, tag, number, unversioned[1]))
+                made.append(path)
+                versions.append(NewVersion(number, path, unversioned[1], None, "imported", None))
             number += 1
             version_path = self.version_file(image_id, tag, number, ext)
             made.append(_link(tmp, version_path))
             size = version_path.stat().st_size
             stored = dict(info or {})
             stored.update({"ts": int(now), "name": f"{image_id}{ext}", "version": number})
+            versions.append(NewVersion(number, version_path, ext, author, source, stored))
             if hold:
                 tmp.unlink(missing_ok=True)
                 with self.db.session() as s:
-                    self._add_version(s, image_id, tag, imported, unversioned, author, "imported", now, None)
-                    self._add_version(
-                        s, image_id, tag, number, (version_path, ext), author, source, now, stored
-                    )
+                    self._add_versions(s, image_id, tag, versions, now)
                     self._count_reading(s, image_id, hold=True)
                 return Placed(number, current=False)
             final = self.label_file(image_id, tag, ext)
             with files.placed(tmp, final, replaces), self.db.session() as s:
                 image = self._image(s, image_id)
-                self._add_version(s, image_id, tag, imported, unversioned, author, "imported", now, None)
-                self._add_version(s, image_id, tag, number, (version_path, ext), author, source, now, stored)
+                self._add_versions(s, image_id, tag, versions, now)
                 row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
                 if row is None:
                     row = Label(image_id=image_id, tag=tag)
@@ -332,39 +340,27 @@ class Datastore:
                 path.unlink(missing_ok=True)
             raise
 
-    def _add_version(
-        self,
-        s: Session,
-        image_id: str,
-        tag: str,
-        number: int,
-        file: tuple[Path, str] | None,
-        author: str | None,
-        source: str,
-        now: float,
-        info: dict[str, Any] | None,
+    def _add_versions(
+        self, s: Session, image_id: str, tag: str, versions: list[NewVersion], now: float
     ) -> None:
-        if number == 0 or file is None:  # nothing to record (no unversioned label was imported)
-            return
-        path, ext = file
-        image = self._image(s, image_id)
-        if source == "imported":
-            author, path = None, self.version_file(image_id, tag, number, ext)
-        row = LabelVersion(
-            image_id=image_id,
-            tag=tag,
-            number=number,
-            ext=ext,
-            file=self._rel(path),
-            size=path.stat().st_size,
-            author=author,
-            source=source,
-            model_version=_model_version(info),
-            ts=now,
-            served_ts=image.last_served_ts or None,
-            info=dict(info or {}),
-        )
-        s.add(row)
+        served = self._image(s, image_id).last_served_ts or None
+        for v in versions:
+            s.add(
+                LabelVersion(
+                    image_id=image_id,
+                    tag=tag,
+                    number=v.number,
+                    ext=v.ext,
+                    file=self._rel(v.path),
+                    size=v.path.stat().st_size,
+                    author=v.author,
+                    source=v.source,
+                    model_version=_model_version(v.info),
+                    ts=now,
+                    served_ts=served,
+                    info=dict(v.info or {}),
+                )
+            )
 
     def _count_reading(self, s: Session, image_id: str, hold: bool) -> None:
         """An annotator's final label is one reading; with all the readings a study needs it leaves
@@ -423,7 +419,15 @@ class Datastore:
         with self.db.session() as s:
             return dict(self._label(s, image_id, tag).info)
 
-    def update_label_info(self, image_id: str, tag: str, info: dict[str, Any]) -> dict[str, Any]:
+    def update_label_info(
+        self,
+        image_id: str,
+        tag: str,
+        info: dict[str, Any],
+        then: Callable[[Session, Label], None] | None = None,
+    ) -> dict[str, Any]:
+        """Merge ``info`` into a label's info; ``then(session, row)`` runs in the same unit of work (the
+        review state's columns: server/team/review.py)."""
         if not isinstance(info, dict):
             raise BadRequest("info must be a JSON object")
         with self.study_lock(image_id), self.db.session() as s:
@@ -431,6 +435,8 @@ class Datastore:
             merged = dict(row.info)
             merged.update(info)
             row.info = merged
+            if then is not None:
+                then(s, row)
             return merged
 
     # ---- listings --------------------------------------------------------------------------
@@ -454,7 +460,7 @@ class Datastore:
             "images_dir": ".",
             "labels_dir": "labels",
         }
-        yield _dumps(head)[:-1] + ', "objects": {'
+        yield finite_dumps(head)[:-1] + ', "objects": {'
         with self.db.session() as s:
             strategies = _assignments_by_image(s)
             labels = s.execute(
@@ -475,9 +481,8 @@ class Datastore:
                 while label is not None and label.image_id == image_id:
                     tags[label.tag] = {"ext": label.ext, "info": label.info or {}}
                     label = next(labels, None)
-                pieces.append(
-                    f"{_dumps(image_id)}: {_dumps({'image': {'ext': ext, 'info': info}, 'labels': tags})}"
-                )
+                entry = {"image": {"ext": ext, "info": info}, "labels": tags}
+                pieces.append(f"{finite_dumps(image_id)}: {finite_dumps(entry)}")
                 if len(pieces) >= batch:
                     yield sep + ", ".join(pieces)
                     pieces, sep = [], ", "
@@ -568,14 +573,6 @@ def _assignments_by_image(s: Session) -> dict[str, dict[str, Any]]:
     for image_id, strategy, ts, client_id in rows:
         out.setdefault(image_id, {})[strategy] = {"ts": int(ts), "client_id": client_id}
     return out
-
-
-def _dumps(value: Any) -> str:
-    """JSON text; a NaN or infinity (an old info value) becomes null rather than invalid JSON."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError:
-        return json.dumps(finite(value), allow_nan=False)
 
 
 def _check_shapes(image: tuple[int, ...], label: tuple[int, ...]) -> None:

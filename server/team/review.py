@@ -77,15 +77,12 @@ class Review:
             if actor.user:
                 meta = {**meta, "approvedBy": actor.name}
             info = {**info, META: meta}
-        tag = check_tag(tag)
-        with self.datastore.study_lock(image_id), self.db.session() as s:
-            row = _label(s, image_id, tag)
-            merged = dict(row.info)
-            merged.update(info)
-            row.info = merged
-            if meta is not None:
-                self._set_review(s, row, meta)
-            return merged
+        review = meta
+        if review is None:
+            return self.datastore.update_label_info(image_id, tag, info)
+        return self.datastore.update_label_info(
+            image_id, tag, info, lambda s, row: self._set_review(s, row, review)
+        )
 
     def _set_review(self, s: Session, row: Label, meta: dict[str, Any]) -> None:
         status = str(meta.get("status", "") or "")
@@ -190,11 +187,9 @@ class Review:
         readings = self.readings(image_id)
         if len(readings) < 2:
             raise BadRequest(f"{image_id} has {len(readings)} reading(s): a merge needs two or more")
-        arrays, affine = [], None
-        for v in readings:
-            data, affine = volumes.load_array(self.datastore.studies / v.file, v.ext)
-            arrays.append(_spatial(data))
-        merged = agreement.majority(arrays)
+        loaded = [self._voxels(v) for v in readings]
+        merged = agreement.majority([data for data, _ in loaded])
+        affine = loaded[-1][1]
         tmp = self.datastore.temp_for_label(FINAL, ".nii.gz")
         nib.save(nib.Nifti1Image(merged, affine), str(tmp))
         info = {"adjudication": "majority", "readings": [v.number for v in readings]}
@@ -246,6 +241,14 @@ class Review:
             latest[v.author] = v
         return sorted(latest.values(), key=lambda v: v.number)
 
+    def _voxels(self, v: LabelVersion) -> tuple[np.ndarray, np.ndarray]:
+        """A version's label as 3D integers (Slicer's segmentations may carry singleton axes), and its
+        affine."""
+        data, affine = volumes.load_array(self.datastore.studies / v.file, v.ext)
+        squeezed = np.squeeze(np.asarray(data))
+        voxels = np.rint(squeezed) if squeezed.dtype.kind == "f" else squeezed
+        return voxels.astype(np.int32), affine
+
     def on_reading(self, image_id: str) -> None:
         """After an annotator's final label: with two readings or more, their agreement is stored."""
         readings = self.readings(image_id)
@@ -253,8 +256,8 @@ class Review:
             return
         arrays = {}
         for v in readings:
-            data, affine = volumes.load_array(self.datastore.studies / v.file, v.ext)
-            arrays[v.number] = (_spatial(data), np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+            data, affine = self._voxels(v)
+            arrays[v.number] = (data, np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
         now = time.time()
         with self.db.session() as s:
             for i, a in enumerate(readings):
@@ -539,12 +542,6 @@ def _version(s: Session, image_id: str, tag: str, number: int) -> LabelVersion:
     if row is None:
         raise NotFound(f"no version {number} of {image_id} ({tag})")
     return row
-
-
-def _spatial(data: np.ndarray) -> np.ndarray:
-    """A label volume as 3D integers (Slicer's segmentations may carry singleton axes)."""
-    squeezed = np.squeeze(np.asarray(data))
-    return np.rint(squeezed).astype(np.int32) if squeezed.dtype.kind == "f" else squeezed.astype(np.int32)
 
 
 def _csv_safe(value: str) -> str:

@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     start.add_argument("--retrain-after", type=int, default=None, help="train after N new final labels")
     start.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="studies per chunk of a rescore or batch inference, for any worker (500; 0: never split)",
+    )
+    start.add_argument(
         "--auth",
         action="store_true",
         help="require a login (on anyway once `labelloop user add` made a user)",
@@ -194,6 +200,7 @@ def _start(args: argparse.Namespace) -> int:
         train_labels=args.train_labels,
         ohif_dir=args.ohif,
         audit_share=args.audit_share,
+        chunk_size=args.chunk_size,
         log_json=True if args.log_json else None,
         conf=dict(args.conf),
     )

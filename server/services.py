@@ -179,7 +179,12 @@ class Services:
     @cached_property
     def jobs(self) -> JobService:
         return JobService(
-            self.db, self.queue, self.settings.data, self.kinds, stale_seconds=self.settings.job_stale_seconds
+            self.db,
+            self.queue,
+            self.settings.data,
+            self.kinds,
+            stale_seconds=self.settings.job_stale_seconds,
+            chunk_size=self.settings.chunk_size,
         )
 
     @cached_property

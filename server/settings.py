@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     job_stale_seconds: LaxFloat = Field(
         60.0, description="a running job without a worker heartbeat this long ends ERROR"
     )
+    chunk_size: LaxInt = Field(
+        500,
+        description="a rescore or batch inference over more studies than this is split into chunks that"
+        " any worker takes (0: never split)",
+    )
     job_kinds: str = Field(
         "", description="more job kinds: module names, comma-separated (server/jobs/kinds/)"
     )
@@ -123,6 +128,8 @@ class Settings(BaseSettings):
             )
         if not 0 <= self.port < 65536:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
+        if self.chunk_size < 0:
+            raise ConfigError(f"--chunk-size {self.chunk_size}: must be 0 (never split) or more")
         if self.job_stale_seconds < 10:
             raise ConfigError("--job-stale-seconds must be at least 10 (workers write a heartbeat every 5 s)")
         if not 0.0 <= self.audit_share <= 1.0:

@@ -14,7 +14,13 @@ from server.errors import NotFound
 from server.jobs.kinds.scoring import coverage
 
 bp = Blueprint("scoring", __name__)
-SCORING_BODY = {"type": "object", "properties": {"model": {"type": "string"}}}
+SCORING_BODY = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"},
+        "chunk_size": {"type": "integer", "minimum": 0, "description": "studies per chunk (0: one piece)"},
+    },
+}
 
 
 @bp.get("/scoring/")

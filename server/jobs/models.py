@@ -46,10 +46,15 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)  # "<kind>@<host>:<consumer pid>"
     heartbeat_ts: Mapped[float] = mapped_column(Float, default=0.0)
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A chunk of a sharded job (server/jobs/shards.py): its parent, its place, which try of that place.
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    chunk: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_kind_created", "kind", "created_ts"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_chunk", "parent_id", "chunk", "attempt", unique=True),
     )
 
     @classmethod

@@ -25,6 +25,7 @@ from server.jobs import models as jm
 from server.jobs.models import Job
 from server.jobs.procs import kill_tree, local_pid_alive, parse_worker, this_host
 from server.jobs.queue import JobQueue
+from server.jobs.shards import SHARDS, Shards, id_ranges
 from server.models import Label
 
 if TYPE_CHECKING:
@@ -87,12 +88,15 @@ class JobService:
         data_dir: Path,
         kinds: JobKinds,
         stale_seconds: float = STALE_HEARTBEAT_SECONDS,
+        chunk_size: int = 0,
     ) -> None:
         self.db = db
         self.queue = queue
         self.data_dir = data_dir
         self.kinds = kinds
         self.stale_seconds = stale_seconds  # a RUNNING job without a heartbeat this long is dead
+        self.chunk_size = chunk_size  # a splittable job over more studies than this becomes chunks
+        self.shards = Shards(db, self._enqueue)
         self._submit_lock = threading.Lock()
 
     # ---- submit ----------------------------------------------------------------------------
@@ -106,13 +110,27 @@ class JobService:
             json.dumps(request)
         except (TypeError, ValueError) as exc:
             raise Unprocessable(f"request is not JSON: {exc}") from exc
+        size = request.get("chunk_size", self.chunk_size)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise Unprocessable(f"chunk_size must be a whole number >= 0 (0: one piece), got {size!r}")
         with self._submit_lock:
             if not enqueue and self.active(kind):
                 raise TooBusy(job_kind.busy_detail)
-            job = self._insert(kind, model, request)
-        self._enqueue(job.id)
-        log.info("job %s submitted: %s %s %s", job.id, kind, model, request)
+            ids = job_kind.span(self.db, request) if size else None
+            if ids is not None and len(ids) > size:
+                job, chunks = self.shards.create(kind, model, request, id_ranges(ids, size))
+                queued = [c.id for c in chunks]
+            else:
+                job = self._insert(kind, model, request)
+                queued = [job.id]
+        for job_id in queued:
+            self._enqueue(job_id)
+        log.info("job %s submitted: %s %s %s (%d on the queue)", job.id, kind, model, request, len(queued))
         return task_dict(job)
+
+    def settle(self, parent_id: str) -> str | None:
+        """A sharded job moved on from its chunks (server/jobs/shards.py)."""
+        return self.shards.settle(parent_id)
 
     def _enqueue(self, job_id: str) -> bool:
         """Put the id on the queue. A queue that is down (Redis away) loses nothing: the row stays
@@ -286,6 +304,12 @@ class JobService:
             return None
         running = [j for j in active if j.status == jm.RUNNING]
         job = running[-1] if running else active[0]
+        if job.worker == SHARDS:  # a sharded job: its chunks stop with it
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
+            self._cas(job.id, (jm.RUNNING,), jm.STOPPED, end_ts=time.time())
+            self.shards.stop_chunks(job.id)
+            return self.get(job.id)
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
         # A SUBMITTED job has no process yet: STOPPED now; the consumer skips it, or kills the process it
@@ -363,6 +387,7 @@ class JobService:
             while not stop.wait(every):
                 try:
                     self.reap_stale()
+                    self.shards.settle_all()
                     self.requeue_waiting()
                 except Exception:  # a database hiccup must not end the watchdog
                     log.exception("job watchdog round failed")
@@ -385,8 +410,10 @@ class JobService:
         return count
 
     def _running(self) -> list[Job]:
+        """RUNNING jobs that have a process somewhere (a sharded parent has none: its chunks do)."""
         with self.db.session() as s:
-            return list(s.scalars(select(Job).where(Job.status == jm.RUNNING)))
+            rows = s.scalars(select(Job).where(Job.status == jm.RUNNING))
+            return [job for job in rows if job.worker != SHARDS]
 
     def interrupt(self, job_id: str, message: str) -> bool:
         """A consumer going away ends its running job: resumable kinds are queued again, others ERROR."""

@@ -2,7 +2,8 @@
 
 A kind module defines a :class:`~server.jobs.kinds.base.JobKind` subclass and ``KIND``, its instance.
 Built-in kinds are listed in :data:`BUILTIN`; more come from the ``job_kinds`` setting (module names,
-``LABELLOOP_JOB_KINDS``), which every process of the server (web, consumer, job) loads alike.
+``LABELLOOP_JOB_KINDS``), which every process of the server (web, consumer, job) loads alike. A kind
+that can be split (it defines ``span``) also brings its chunk kind (:mod:`server.jobs.shards`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class JobKinds:
             if not isinstance(kind, JobKind):
                 raise ConfigError(f"job kind module {name!r} defines no KIND (a server.jobs.kinds.JobKind)")
             kinds.append(kind)
+            if type(kind).span is not JobKind.span:
+                from server.jobs.shards import Chunk
+
+                kinds.append(Chunk(kind))
         return cls(kinds)
 
     def get(self, name: str) -> JobKind:

@@ -54,6 +54,7 @@ class Submitter(Protocol):
     def submit_if_idle(self, kind: str, model: str, request: dict[str, Any]) -> dict[str, Any] | None: ...
     def final_labels_since(self, ts: float) -> int: ...
     def add_result(self, job_id: str, values: dict[str, Any]) -> None: ...
+    def settle(self, parent_id: str) -> str | None: ...
 
 
 @dataclass
@@ -115,4 +116,10 @@ class JobKind(ABC):
 
     def after(self, job: Job, jobs: Submitter, settings: Settings) -> None:
         """Called by the consumer once the job has ended (any status): submit its follow-ups."""
+        return None
+
+    def span(self, db: Database, request: dict[str, Any]) -> list[str] | None:
+        """The study ids the job would work through, sorted, when it can be split into chunks that any
+        worker takes (server/jobs/shards.py); None (the default) when it runs as one piece. ``run`` then
+        keeps to ``request["range"]`` (first and last id, inclusive) when a chunk's request holds one."""
         return None

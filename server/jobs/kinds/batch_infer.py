@@ -12,7 +12,8 @@ from server.appspec import AppSpec
 from server.database import Database
 from server.errors import NotFound, Unprocessable
 from server.jobs.kinds.base import JobContext, JobKind, Submission
-from server.models import Image
+from server.jobs.shards import in_range
+from server.models import Image, Label
 
 BATCH_IMAGES = ("all", "labeled", "unlabeled")
 
@@ -42,19 +43,26 @@ class BatchInfer(JobKind):
             raise Unprocessable(f"images must be one of {', '.join(BATCH_IMAGES)}; got {images!r}")
         return Submission(target, {**params, "images": images})
 
+    def span(self, db: Database, request: dict[str, Any]) -> list[str]:
+        return sorted(batch_image_ids(db, str(request.get("images", "all"))))
+
     def run(self, ctx: JobContext) -> None:
         from server.inference.service import InferSource
 
         services, job = ctx.services, ctx.job
         request = dict(job.request)
         images = str(request.pop("images", "all"))
-        ids = batch_image_ids(services.db, images)
+        ids = in_range(batch_image_ids(services.db, images), request)
         service = services.inference
-        params = {k: v for k, v in request.items() if k != "client_id"}
+        params = {k: v for k, v in request.items() if k not in ("client_id", "range", "chunk_size")}
         params.update(save_label=True, label_tag="original")
         done, failed = 0, []
         started = time.time()
+        saved = saved_since(services.db, ids, job.created_ts)  # by an earlier try of this job: kept
         for i, image_id in enumerate(ids, 1):
+            if image_id in saved:
+                done += 1
+                continue
             with service.workspace() as workdir:
                 try:
                     result = service.infer(
@@ -80,3 +88,12 @@ class BatchInfer(JobKind):
 
 
 KIND = BatchInfer()
+
+
+def saved_since(db: Database, ids: list[str], ts: float) -> set[str]:
+    """Which of ``ids`` have an ``original`` label saved at or after ``ts`` (this job's own output, when
+    the job is resumed after its worker was lost)."""
+    with db.session() as s:
+        rows = s.scalars(select(Label.image_id).where(Label.tag == "original", Label.ts >= ts))
+        wanted = set(ids)
+        return {i for i in rows if i in wanted}

@@ -20,6 +20,7 @@ from server.datastore.ids import IMAGE_EXTS, split_ext
 from server.errors import NotFound, Unprocessable
 from server.jobs.kinds.base import JobContext, JobKind, Submission
 from server.jobs.kinds.batch_infer import batch_image_ids
+from server.jobs.shards import in_range
 from server.models import Embedding, Image, Score, pack_vector
 
 
@@ -39,6 +40,9 @@ class Scoring(JobKind):
             raise NotFound(f"Model NOT Found: {model!r}")
         methods = [target] if target is not None else sorted(spec.scoring)
         return Submission(model, {**params, "methods": methods})
+
+    def span(self, db: Database, request: dict[str, Any]) -> list[str]:
+        return sorted(batch_image_ids(db, "unlabeled"))
 
     def run(self, ctx: JobContext) -> None:
         import torch
@@ -65,9 +69,8 @@ class Scoring(JobKind):
         device = service.device
         version, nets = service.networks(model, task, device)
         tag = f"{model}@{version}"
-        ids = likely_picked_first(
-            services.db, batch_image_ids(services.db, "unlabeled"), sorted(methods), tag
-        )
+        unlabelled = in_range(batch_image_ids(services.db, "unlabeled"), job.request)
+        ids = likely_picked_first(services.db, unlabelled, sorted(methods), tag)
         with services.db.session() as s:
             current = {
                 (image_id, method)

@@ -7,11 +7,14 @@
 
 ``--conf scoring true`` adds an entropy scoring method (what the rescore job after training runs)
 and the strategies that read what it stores: ``entropy`` (its scores), ``stratified_random`` (its
-``entropy.foreground_fraction`` values) and ``hybrid`` (its scores and bottleneck embeddings).
+``entropy.foreground_fraction`` values) and ``hybrid`` (its scores and bottleneck embeddings). With
+``--conf score_seconds S`` each study takes S seconds more to score, and ``--conf score_log PATH`` appends
+one line per scoring call (the process and the study's intensity sum), so a test sees every call made.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,22 @@ class FailingTrainer(SegmentationTrainer):
         raise RuntimeError("deliberate failure: this recipe's loss() raises")
 
 
+class ObservedScoring(EntropyScoring):
+    """Entropy scoring that takes longer and says so: each call sleeps, then appends a line to a file."""
+
+    def __init__(self, roi_size: Any, seconds: float, log: str) -> None:
+        super().__init__(roi_size=roi_size)
+        self.seconds, self.log = seconds, log
+
+    def score_and_embed(self, network: nn.Module, image: torch.Tensor) -> Any:
+        time.sleep(self.seconds)
+        out = super().score_and_embed(network, image)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{os.getpid()} {float(image.sum()):.3f}\n")
+        return out
+
+
 def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
     config = SegmentationConfig(
         channels=(4, 8), num_res_units=0, preset="none", window=WINDOW, spacing=None, roi_size=(32, 32, 32)
@@ -75,7 +94,12 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
     scoring = {}
     strategies = default_strategies()
     if conf.get("scoring") == "true":
-        method = EntropyScoring(roi_size=config.roi_size)
+        seconds, log = float(conf.get("score_seconds", "0")), conf.get("score_log", "")
+        method = (
+            ObservedScoring(config.roi_size, seconds, log)
+            if seconds or log
+            else EntropyScoring(roi_size=config.roi_size)
+        )
         scoring["entropy"] = ScoringSpec(name="entropy", description=method.description, method=method)
         strategies.update({s.name: s for s in (Entropy(), StratifiedRandom(), Hybrid())})
     return AppSpec(

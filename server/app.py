@@ -13,7 +13,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from server import __version__
-from server.api import BLUEPRINTS, auth, metrics, requestlog
+from server.api import BLUEPRINTS, auth, loading, metrics, requestlog
 from server.api.common import SERVICES_KEY
 from server.api.errors import register_error_handlers
 from server.api.jsonout import FiniteJSONProvider
@@ -41,6 +41,7 @@ def create_app(settings: Settings, app_spec: AppSpec | None = None, *, backgroun
     register_error_handlers(app)
     requestlog.install(app)  # an X-Request-ID on every request (and in JSON log lines)
     auth.install(app)  # who is calling, and may they (a no-op while auth is off)
+    loading.install(app)  # after a restart, what needs the app waits while it loads
     metrics.install(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

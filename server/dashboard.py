@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from server.appspec import AppSpec
 from server.database import Database
-from server.dicom.service import DicomService
-from server.evidence import Evidence
 from server.jobs import models as jm
 from server.jobs.kinds.scoring import coverage
 from server.models import Image, Label, LabelVersion
 from server.registry import ModelRegistry
 from server.team import progress
+
+if TYPE_CHECKING:  # highdicom, torch and scipy load with these, when they are built
+    from server.dicom.service import DicomService
+    from server.evidence import Evidence
 
 DAYS = 30  # labels per day, this far back
 FAILED_SHOWN = 5

@@ -32,8 +32,8 @@ from server.datastore import volumes
 from server.datastore.ids import LABEL_EXTS, split_ext
 from server.datastore.store import FINAL, ORIGINAL, Datastore
 from server.errors import Unavailable
-from server.inference.request import InferResult
-from server.inference.service import InferenceService, InferSource
+from server.inference.request import InferResult, InferSource
+from server.inference.service import InferenceService
 from server.models import Assignment, Label, ModelCheck
 from server.registry import ModelRegistry
 from server.sampling import AUDIT

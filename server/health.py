@@ -1,6 +1,7 @@
 """Health for orchestration: is the process alive, and is it ready (its database answers)? What else is
 down (the job queue, the embedded consumer, the DICOM listener, the DICOMweb source) is reported, and
-does not make the server unready: annotators can keep working while a PACS or a worker is away."""
+does not make the server unready: annotators can keep working while a PACS or a worker is away. While
+the app loads after a restart (``/info/`` answers already) the server is not ready yet."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     if services.consumer is not None:
         code = services.consumer.poll()
         checks["job_consumer"] = "up" if code is None else f"down: exited with {code}"
-    if services.dicom is not None:
+    loaded = services.ready.is_set()
+    checks["app"] = (
+        "loading" if not loaded else (f"down: {services.load_error}" if services.load_error else "up")
+    )
+    if loaded and services.load_error is None and services.dicom is not None:
         checks.update(services.dicom.health())
-    ready = checks["database"] == "up"
+    ready = checks["database"] == "up" and checks["app"] == "up"
     degraded = any(v != "up" for v in checks.values())
     status = "ok" if not degraded else ("degraded" if ready else "unavailable")
     return ready, {"status": status, "checks": checks}

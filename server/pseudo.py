@@ -20,9 +20,10 @@ Kept in ``Services.pseudo``; its ``on_label_saved`` follows the datastore in the
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from server.datastore.store import FINAL, Datastore
 from server.datastore.volumes import read_header
 from server.errors import LabelloopError, NotFound
 from server.models import Image, Label, Score
-from server.training.semi import least_uncertain
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def inference_predictor(service: Any, model: str) -> Predictor:
     a volume of the image's shape filled with the predicted class index (what the classification
     trainer reads back as the class), with ``prediction`` and ``probability`` in the info.
     """
-    from server.inference.service import InferSource
+    from server.inference.request import InferSource
 
     spec = service.spec.models[model]
 
@@ -228,3 +228,19 @@ def inference_predictor(service: Any, model: str) -> Predictor:
         return result.file, label_parts[1], {}
 
     return predict
+
+
+def least_uncertain(scores: Mapping[str, float], keep_fraction: float) -> set[str]:
+    """The ids whose uncertainty score is within the lowest ``keep_fraction`` of ``scores``.
+
+    Per-study masking by the strategies' scores (entropy, MC dropout...): the most uncertain studies get
+    no pseudo-label at all. ``keep_fraction`` >= 1 keeps every scored study; ties at the cut are kept.
+    """
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+    if keep_fraction >= 1.0 or not finite:
+        return set(finite)
+    ordered = sorted(finite.values())
+    cutoff = ordered[max(0, math.ceil(keep_fraction * len(ordered)) - 1)]
+    return {k for k, v in finite.items() if v <= cutoff}

@@ -18,22 +18,21 @@ Roles:
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import subprocess
+import threading
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from server.apploader import load_app
+from server.appcard import describe, read_card, write_card
 from server.appspec import AppSpec
 from server.database import Database
 from server.datastore.indexer import IndexReport, index_studies
 from server.datastore.intake import Limits
 from server.datastore.store import Datastore
-from server.dicom.service import DicomService
-from server.errors import ConfigError
-from server.evidence import Evidence
-from server.inference.service import InferenceService
+from server.errors import ConfigError, Unavailable
 from server.jobs.campaign import Campaign, retrain_after, training_conf
 from server.jobs.consumer import start_consumer
 from server.jobs.kinds import JobKinds
@@ -47,9 +46,15 @@ from server.settings import Settings
 from server.team.review import Review, readings_needed
 from server.team.users import Users
 
+if TYPE_CHECKING:  # torch, MONAI, scipy and highdicom come in with these: imported when first built
+    from server.dicom.service import DicomService
+    from server.evidence import Evidence
+    from server.inference.service import InferenceService
+
 log = logging.getLogger(__name__)
 
 Role = Literal["server", "worker", "job"]
+APP_LOAD_WAIT_SECONDS = 300.0  # how long a request that needs the app waits for it after a restart
 
 
 class Services:
@@ -70,6 +75,11 @@ class Services:
         self._workdir = workdir
         self.index_report: IndexReport | None = None
         self.consumer: subprocess.Popen[bytes] | None = None
+        # The app is loaded (or failed to: ``load_error``) once ``ready`` is set; until then, after a
+        # restart, ``card`` describes it (server/appcard.py).
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self.card: dict[str, Any] | None = None
 
     @cached_property
     def db(self) -> Database:
@@ -77,7 +87,11 @@ class Services:
 
     @cached_property
     def spec(self) -> AppSpec:
-        return self._spec if self._spec is not None else load_app(self.settings.app_dir, self.settings.conf)
+        if self._spec is not None:
+            return self._spec
+        from server.apploader import load_app
+
+        return load_app(self.settings.app_dir, self.settings.conf)
 
     @cached_property
     def datastore(self) -> Datastore:
@@ -87,7 +101,7 @@ class Services:
             self.db,
             s.studies,
             limits,
-            self.spec.label_max(),
+            lambda: self.spec.label_max(),  # the app is loaded when a label is first checked
             locks_dir=s.data / "locks",
             share_paths=s.paths_shared,
         )
@@ -102,6 +116,21 @@ class Services:
     @cached_property
     def review(self) -> Review:
         return Review(self.db, self.datastore)
+
+    def wait_for_app(self, timeout: float = APP_LOAD_WAIT_SECONDS) -> AppSpec:
+        """The app, once loaded; 503 when it failed to load or is still loading after ``timeout``."""
+        if self.role == "server" and not self.ready.wait(timeout):
+            raise Unavailable("the app is still loading; try again in a moment")
+        if self.load_error is not None:
+            raise Unavailable(self.load_error)
+        return self.spec
+
+    def app_info(self) -> dict[str, Any]:
+        """The app's part of ``/info/``: from the loaded app, else from its card while it loads."""
+        if not self.ready.is_set() and self.card is not None:
+            info: dict[str, Any] = json.loads(json.dumps(self.card["info"]))  # a copy to add to
+            return info
+        return describe(self.wait_for_app())
 
     def auth_on(self) -> bool:
         """Logins needed: ``--auth``, an API token, or any user in the database."""
@@ -125,6 +154,8 @@ class Services:
 
     @cached_property
     def inference(self) -> InferenceService:
+        from server.inference.service import InferenceService
+
         job = self.role == "job"
         return InferenceService(
             self.spec,
@@ -148,6 +179,8 @@ class Services:
     def evidence(self) -> Evidence:
         """Audit picks and pre-annotations scored against final labels, for the campaign's model: the
         campaign trainer's model, else the first segmentation model (none: nothing is measured)."""
+        from server.evidence import Evidence
+
         spec = self.spec
         trainer = spec.trainers.get(
             self.settings.conf.get("retrain_trainer") or next(iter(spec.trainers), "")
@@ -210,6 +243,8 @@ class Services:
         s = self.settings
         if s.dicom_port <= 0 and not s.dicomweb_url:
             return None
+        from server.dicom.service import DicomService
+
         return DicomService(s, self.db, self.datastore, self.spec)
 
     def close(self) -> None:
@@ -249,21 +284,48 @@ def build_services(
     services.db.migrate()
     services.index_report = index_studies(services.db, settings.studies)
     log.info("indexed %s: %s", settings.studies, services.index_report.as_dict())
-    _ = services.spec  # load the app now: a broken app fails the start, naming its file
-    _ = services.inference  # the bounded queue, ready for the first request
-    _ = services.campaign  # its training settings are checked now
-    _observe_labels(services)
+    _ = services.datastore, services.jobs  # what /info/ reads while the app loads
+    services.card = read_card(settings) if background and spec is None else None
+    if services.card is None:
+        _load_app(services, background)  # a broken app fails the start, naming its file
+    else:  # a restart of the same app: /info/ answers from its card, the app loads meanwhile
+        threading.Thread(target=_load_app_quietly, args=(services, background), daemon=True).start()
     if background:
         services.sessions.sweep()
         services.sessions.start_sweeper(settings.session_sweep_seconds)
-        if services.dicom is not None:
-            services.dicom.start()
-            atexit.register(services.dicom.stop)
         services.jobs.recover()
         services.jobs.start_watchdog()
         if settings.embedded_worker:
             services.consumer = start_consumer(settings)
     return services
+
+
+def _load_app(services: Services, background: bool) -> None:
+    """Load the app and what hangs on it, wire the label observers, write the app's card; then ready."""
+    try:
+        _ = services.spec  # imports the app (torch, MONAI)
+        _ = services.inference  # the bounded queue, ready for the first request
+        _ = services.campaign  # its training settings are checked now
+        _observe_labels(services)
+        if background and services.dicom is not None:
+            services.dicom.start()
+            atexit.register(services.dicom.stop)
+        if background:
+            write_card(services.settings, services.spec)
+    except Exception as exc:
+        cause = exc.__cause__ or exc  # the app's own error, not the loader's wrapping (which names its file)
+        services.load_error = f"the app did not load: {type(cause).__name__}: {cause}"
+        raise
+    finally:
+        services.ready.set()
+    log.info("app loaded: %s", services.spec.name)
+
+
+def _load_app_quietly(services: Services, background: bool) -> None:
+    try:
+        _load_app(services, background)
+    except Exception:
+        log.exception("the app did not load (requests that need it answer 503)")
 
 
 def _observe_labels(services: Services) -> None:

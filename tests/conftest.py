@@ -94,13 +94,21 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early ({self.proc.returncode}):\n{self.log.read_text()}")
             try:
-                if requests.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                if (
+                    requests.get(self.url + self.ready_path, timeout=2).status_code == 200
+                    and self._app_loaded()
+                ):
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log.read_text()}")
+
+    def _app_loaded(self) -> bool:
+        """After a restart ``/info/`` answers from the app's card while the app still loads: wait for it."""
+        checks = requests.get(self.url + "/health/ready", timeout=2).json().get("checks", {})
+        return bool(checks.get("app", "up") != "loading")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

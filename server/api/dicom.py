@@ -4,15 +4,17 @@ Every route is a 404 when no listener port or DICOMweb source is configured."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, jsonify
 
 from server.api.common import parse_query, services
 from server.api.openapi import json_reply, operation
 from server.api.requests import SeriesQuery
-from server.dicom.service import DicomService
 from server.errors import NotFound
+
+if TYPE_CHECKING:  # highdicom and pydicom load with the DICOM side, when it is configured
+    from server.dicom.service import DicomService
 
 bp = Blueprint("dicom", __name__)
 TAGS = ("dicom",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -12,8 +12,10 @@ from server.api.common import content_disposition, form_params, parse_query, ser
 from server.api.openapi import BINARY, JSON_TEXT, Reply, operation
 from server.api.requests import InferQuery
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, upload_ext
-from server.inference.request import InferResult
-from server.inference.service import InferenceService, InferSource
+from server.inference.request import InferResult, InferSource
+
+if TYPE_CHECKING:  # torch and MONAI come with the inference service, built when first used
+    from server.inference.service import InferenceService
 
 bp = Blueprint("infer", __name__)
 

@@ -14,34 +14,13 @@ bp = Blueprint("info", __name__)
 
 
 def build_info() -> dict[str, Any]:
+    """The app's part from the loaded app, or from its card while it loads after a restart; then the
+    train stats and the datastore's counts, always current."""
     ctx = services()
-    spec = ctx.spec
-    models = {}
-    for name, m in spec.models.items():
-        entry: dict[str, Any] = {
-            "type": m.type,
-            "labels": m.labels,
-            "dimension": m.dimension,
-            "description": m.description,
-            "config": m.config,
-        }
-        if m.task is not None:
-            entry.update(m.task.describe())
-        models[name] = entry
-    trainers = {n: {"description": t.description, "config": t.config} for n, t in spec.trainers.items()}
-    # No top-level "config" key: 3D Slicer refuses a server that sends one.
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "version": spec.version,
-        "labels": spec.all_labels(),
-        "models": models,
-        "trainers": trainers,
-        "strategies": {n: {"description": s.description} for n, s in spec.strategies.items()},
-        "scoring": {n: {"description": s.description} for n, s in spec.scoring.items()},
-        "train_stats": ctx.jobs.train_stats(spec.trainers),
-        "datastore": ctx.datastore.stats(),
-    }
+    info = ctx.app_info()
+    info["train_stats"] = ctx.jobs.train_stats(info["trainers"])
+    info["datastore"] = ctx.datastore.stats()
+    return info
 
 
 @bp.get("/info/")

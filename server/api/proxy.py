@@ -3,14 +3,16 @@ Label: ``/proxy/dicom/{qido,wado,stow}/<path>`` (with the operation's prefix) an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
 from server.api.common import services
 from server.api.openapi import file_reply, operation
-from server.dicom.proxy import DicomWebProxy
 from server.errors import NotFound
+
+if TYPE_CHECKING:  # highdicom and pydicom load with the DICOM side, when it is configured
+    from server.dicom.proxy import DicomWebProxy
 
 bp = Blueprint("proxy", __name__)
 

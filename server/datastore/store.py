@@ -70,7 +70,7 @@ class Datastore:
         db: Database,
         studies: Path,
         limits: Limits | None = None,
-        label_max: int | None = None,
+        label_max: int | Callable[[], int | None] | None = None,
         locks_dir: Path | None = None,
         share_paths: bool = True,
     ) -> None:
@@ -79,7 +79,8 @@ class Datastore:
         self.labels_dir = self.studies / "labels"
         self.locks_dir = locks_dir or self.studies / ".labelloop" / "locks"  # <data>/locks in the server
         self.limits = limits or Limits()  # what one uploaded volume may be (server.datastore.intake)
-        self.label_max = label_max  # the app's highest label index: a label value above it is refused
+        # The app's highest label index (or how to find it): a label value above it is refused.
+        self._label_max = label_max
         self.share_paths = share_paths  # image info names the file on the server (MONAI Label's ``path``)
         # Called as ``(image_id, tag, label_info)`` after a label is stored (e.g. DICOM SEG export).
         self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -440,6 +441,11 @@ class Datastore:
             return merged
 
     # ---- listings --------------------------------------------------------------------------
+    @property
+    def label_max(self) -> int | None:
+        """The highest label value a label may hold (None: unchecked)."""
+        return self._label_max() if callable(self._label_max) else self._label_max
+
     def stats(self) -> dict[str, Any]:
         with self.db.session() as s:
             total = s.scalar(select(func.count()).select_from(Image)) or 0

@@ -48,3 +48,15 @@ def param_flag(params: dict[str, Any], key: str, default: bool = False) -> bool:
         return parse_bool(value)
     except ValueError as exc:
         raise BadRequest(f"param {key!r}: {exc}") from None
+
+
+@dataclass
+class InferSource:
+    """Where the input comes from: a session wins over an uploaded file, which wins over an image id."""
+
+    image_id: str | None = None
+    session_id: str | None = None
+    file: Path | None = None  # an uploaded image, saved in the request's workspace
+    file_ext: str = ".nii.gz"
+    label: Path | None = None  # an uploaded label, saved in the request's workspace
+    label_ext: str = ".nii.gz"  # ".bin": raw uint8 voxels in Fortran order (OHIF)

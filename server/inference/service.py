@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, sp
 from server.datastore.store import ORIGINAL, Datastore
 from server.datastore.volumes import VolumeHeader, bin_to_nifti, read_header
 from server.errors import BadRequest, NotFound, Unavailable, Unprocessable
-from server.inference.request import OUTPUTS, InferRequest, InferResult, param_flag
+from server.inference.request import OUTPUTS, InferRequest, InferResult, InferSource, param_flag
 from server.inference.task import InferTask
 from server.inference.weights import CHECKPOINT_ERRORS, NetworkCache, load_networks, read_state_dicts
 from server.registry import ModelRegistry, check_model_name
@@ -48,18 +47,6 @@ INFER_TIMEOUT_SECONDS = 600.0  # as MONAI Label's MONAI_LABEL_INFER_TIMEOUT
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class InferSource:
-    """Where the input comes from: a session wins over an uploaded file, which wins over an image id."""
-
-    image_id: str | None = None
-    session_id: str | None = None
-    file: Path | None = None  # an uploaded image, saved in the request's workspace
-    file_ext: str = ".nii.gz"
-    label: Path | None = None  # an uploaded label, saved in the request's workspace
-    label_ext: str = ".nii.gz"  # ".bin": raw uint8 voxels in Fortran order (OHIF)
 
 
 class InferenceService:

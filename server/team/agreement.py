@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 SURFACE_MAX_VOXELS = 256**3
 
@@ -27,6 +26,8 @@ def surface_distance(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> 
     if not a.any() or not b.any():
         return None
     surface_a, surface_b = _surface(a), _surface(b)
+    from scipy import ndimage  # here, not at import: the web process starts without scipy
+
     to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing)
     to_a = ndimage.distance_transform_edt(~surface_a, sampling=spacing)
     distances = np.concatenate([to_b[surface_a], to_a[surface_b]])
@@ -34,6 +35,8 @@ def surface_distance(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> 
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
     surface: np.ndarray = np.logical_and(mask, ~ndimage.binary_erosion(mask))
     return surface
 

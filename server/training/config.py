@@ -6,9 +6,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from server.training.perturb import PERTURBATIONS
-from server.training.semi import METHODS
 from server.wire import parse_bool, parse_float, parse_int
+
+# The names a request may use; their code is in server/training/semi.py and perturb.py (torch and MONAI,
+# imported only where training runs: the web process checks requests without them).
+METHODS = ("mean_teacher", "pseudo_label")
+PERTURBATIONS = ("noise", "strong", "copy_paste")
 
 
 class BadTrainParams(ValueError):

@@ -38,7 +38,6 @@ from monai.transforms import (
 )
 from monai.utils import convert_to_tensor
 
-PERTURBATIONS = ("noise", "strong", "copy_paste")
 CUTMIX_AREA = (0.25, 0.5)
 COPY_PASTE_SIDE = 2.0 / 3.0  # BCP: the pasted box's side, as a share of each spatial side
 COPY_PASTE_PSEUDO_WEIGHT = 0.5  # BCP's alpha: the weight of the teacher's part against the true label's

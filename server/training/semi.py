@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from server.training.perturb import PERTURBATIONS, CopyPaste, StrongView
+from server.training.config import METHODS, PERTURBATIONS
+from server.training.perturb import CopyPaste, StrongView
 
 Forward = Callable[[Tensor], Tensor]  # a network (or its DDP wrapper) as the step calls it
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, target) -> loss
-
-METHODS = ("mean_teacher", "pseudo_label")
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -90,22 +89,6 @@ def confidence_mask(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     if threshold <= 0:
         return torch.ones_like(top)
     return (top >= threshold).to(probs.dtype)
-
-
-def least_uncertain(scores: Mapping[str, float], keep_fraction: float) -> set[str]:
-    """The ids whose uncertainty score is within the lowest ``keep_fraction`` of ``scores``.
-
-    Per-study masking by the strategies' scores (entropy, MC dropout...): the most uncertain studies get
-    no pseudo-label at all. ``keep_fraction`` >= 1 keeps every scored study; ties at the cut are kept.
-    """
-    if not 0.0 < keep_fraction <= 1.0:
-        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    finite = {k: v for k, v in scores.items() if math.isfinite(v)}
-    if keep_fraction >= 1.0 or not finite:
-        return set(finite)
-    ordered = sorted(finite.values())
-    cutoff = ordered[max(0, math.ceil(keep_fraction * len(ordered)) - 1)]
-    return {k for k, v in finite.items() if v <= cutoff}
 
 
 def pseudo_label_loss(

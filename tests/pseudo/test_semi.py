@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.pseudo import least_uncertain
 from server.training.config import BadTrainParams, TrainConfig
 from server.training.semi import (
     SemiSupervision,
     confidence_mask,
     ema_update,
-    least_uncertain,
     make_teacher,
     pseudo_label_loss,
     sigmoid_rampup,

@@ -47,7 +47,7 @@ class BatchInfer(JobKind):
         return sorted(batch_image_ids(db, str(request.get("images", "all"))))
 
     def run(self, ctx: JobContext) -> None:
-        from server.inference.service import InferSource
+        from server.inference.request import InferSource
 
         services, job = ctx.services, ctx.job
         request = dict(job.request)

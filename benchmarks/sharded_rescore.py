@@ -12,7 +12,7 @@ starts. Two placements:
 
 Prints JSON and a table; writes ``benchmarks/results/sharded_rescore.json``.
 
-    .venv/bin/python benchmarks/sharded_rescore.py                    # 48 studies, chunks of 12
+    .venv/bin/python benchmarks/sharded_rescore.py                    # 96 studies, chunks of 24
     .venv/bin/python benchmarks/sharded_rescore.py --studies 16 --chunk-size 4 --placements shared
 """
 
@@ -148,9 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--studies", type=int, default=48)
+    parser.add_argument("--studies", type=int, default=96)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--chunk-size", type=int, default=12)
+    parser.add_argument("--chunk-size", type=int, default=24)
     parser.add_argument("--placements", nargs="+", default=["one_core_each", "shared"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sharded_rescore.json")
     args = parser.parse_args()

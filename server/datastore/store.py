@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from server.database import Database
@@ -467,28 +468,42 @@ class Datastore:
             "labels_dir": "labels",
         }
         yield finite_dumps(head)[:-1] + ', "objects": {'
+        dumps = json.dumps  # for ids, tags and extensions: strings, never a NaN
         with self.db.session() as s:
             strategies = _assignments_by_image(s)
+            # The info columns as the JSON text the database holds, spliced into the reply as it is (not
+            # decoded and encoded again: that was most of the time at 100k studies).
             labels = s.execute(
-                select(Label.image_id, Label.tag, Label.ext, Label.info).order_by(Label.image_id, Label.tag)
+                select(Label.image_id, Label.tag, Label.ext, cast(Label.info, Text)).order_by(
+                    Label.image_id, Label.tag
+                )
             ).yield_per(batch)
             label = next(labels, None)
-            images = s.execute(select(Image.id, Image.ext, Image.info).order_by(Image.id)).yield_per(batch)
+            images = s.execute(
+                select(Image.id, Image.ext, cast(Image.info, Text)).order_by(Image.id)
+            ).yield_per(batch)
             pieces: list[str] = []
             sep = ""
             for image_id, ext, info in images:
-                info = dict(info or {})
                 if image_id in strategies:
-                    info["strategy"] = strategies[image_id]
-                tags: dict[str, Any] = {}
+                    merged = dict(json.loads(info) or {}) if info else {}
+                    merged["strategy"] = strategies[image_id]
+                    info_json = finite_dumps(merged)
+                else:
+                    info_json = _json_text(info)
+                tags = []
                 # Both queries are in the database's id order, and every label's image exists: the
                 # labels not yet taken belong to this image or a later one (no Python comparison of
                 # ids, which could disagree with the database's collation).
-                while label is not None and label.image_id == image_id:
-                    tags[label.tag] = {"ext": label.ext, "info": label.info or {}}
+                while label is not None and label[0] == image_id:
+                    tags.append(
+                        f'{dumps(label[1])}: {{"ext": {dumps(label[2])}, "info": {_json_text(label[3])}}}'
+                    )
                     label = next(labels, None)
-                entry = {"image": {"ext": ext, "info": info}, "labels": tags}
-                pieces.append(f"{finite_dumps(image_id)}: {finite_dumps(entry)}")
+                pieces.append(
+                    f'{dumps(image_id)}: {{"image": {{"ext": {dumps(ext)}, "info": {info_json}}}, '
+                    f'"labels": {{{", ".join(tags)}}}}}'
+                )
                 if len(pieces) >= batch:
                     yield sep + ", ".join(pieces)
                     pieces, sep = [], ", "
@@ -571,6 +586,16 @@ class Datastore:
         if self.share_paths:
             info["path"] = str(self._abs(row.file))
         return info
+
+
+def _json_text(raw: str | None) -> str:
+    """A stored JSON object's text as it goes out: ``{}`` for none, re-encoded when it holds a NaN or an
+    infinity (the stored text may; the reply must be valid JSON)."""
+    if not raw or raw == "null":
+        return "{}"
+    if "NaN" in raw or "Infinity" in raw:
+        return finite_dumps(json.loads(raw) or {})
+    return raw
 
 
 def _assignments_by_image(s: Session) -> dict[str, dict[str, Any]]:

@@ -126,6 +126,11 @@ class Supervisor:
         env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + path if path else "")
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        # Idle OpenMP threads sleep instead of spinning: a job shares its cores with the server's request
+        # threads and with other workers' jobs, and spinning threads then slow everyone (measured in
+        # benchmarks/sharded_rescore.py: a rescore took 49 s instead of 65 s with one worker, and two
+        # workers on two cores stopped taking twice as long as one). An operator's own setting wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
     def _supervise(self, job_id: str, gpus: list[str]) -> bool:

@@ -211,8 +211,12 @@ def _start(args: argparse.Namespace) -> int:
         console.print(f"[red]app failed to load:[/red] {exc}")
         return 2
     services = services_of(app)
-    report = services.index_report
-    assert report is not None  # the server role indexes the studies
+    report = services.index_report  # None: a restart indexes in the background (server/services.py)
+    indexed = (
+        f"{report.images_added} new, {report.seconds}s"
+        if report is not None
+        else "indexing in the background"
+    )
     users = services.users.list()
     if settings.auth and not users and not settings.api_token:
         console.print(
@@ -223,7 +227,7 @@ def _start(args: argparse.Namespace) -> int:
         console.print(f"auth on: {len(users)} user(s); log in with the Slicer plugin or POST /auth/token")
     console.print(
         f"labelloop {__version__} on [bold]http://{settings.host}:{settings.port}/[/bold]  "
-        f"studies {settings.studies} ({report.images_added} new, {report.seconds}s)  db {settings.db_url.split('://')[0]}"
+        f"studies {settings.studies} ({indexed})  db {settings.db_url.split('://')[0]}"
     )
     signal.signal(signal.SIGTERM, _leave_on_sigterm)
     # What start-up built (torch, MONAI, the app) lives as long as the process: move it out of the

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,10 +22,13 @@ class Database:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=20, pool_use_lifo=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine, "checkin", _checked_in)
+            event.listen(self.engine, "checkout", _ping_if_idle)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -34,6 +37,9 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revisions (every head: branches may each add one)."""
+        from alembic import command  # here: the web process starts a little sooner without it
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
@@ -49,6 +55,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """A pooled connection idle for a while is pinged before use; a dead one is replaced (SQLAlchemy's
+    pessimistic disconnect handling, as ``pool_pre_ping`` does, without a round trip on every checkout
+    of a connection that was in use a moment ago: most of a busy server's checkouts)."""
+    if time.monotonic() - record.info.get("checked_in", 0.0) < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        cur = dbapi_conn.cursor()
+        cur.execute("SELECT 1")
+        cur.close()
+        if not getattr(dbapi_conn, "autocommit", True):
+            dbapi_conn.rollback()  # psycopg opened a transaction for the ping: end it
+    except Exception as exc:
+        raise DisconnectionError(f"stale pooled connection: {type(exc).__name__}") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

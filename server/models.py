@@ -185,7 +185,12 @@ class Score(Base):
     value: Mapped[float] = mapped_column(Float)
     ts: Mapped[float] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_scores_rank", "method", "model_version", "value"),)
+    # ``ix_scores_latest``: a strategy's "the latest version scored by this method" without a scan (it
+    # was a sort of every score on each next-sample: 12 ms at 100k studies on PostgreSQL).
+    __table_args__ = (
+        Index("ix_scores_rank", "method", "model_version", "value"),
+        Index("ix_scores_latest", "method", "ts"),
+    )
 
 
 class Embedding(Base):

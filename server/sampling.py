@@ -260,13 +260,15 @@ class Sampler:
             lease.update(lease_client=client_id, lease_expires=now + self.lease_seconds)
             free = or_(free, Image.lease_client == client_id)
         with self.db.session() as s:
-            result = s.execute(
+            # The compare-and-set and the row it leased, in one statement (UPDATE ... RETURNING).
+            row = s.scalars(
                 update(Image)
                 .where(Image.id == sel.image_id, Image.completed.is_(False), free)
                 .values(**lease)
+                .returning(Image)
                 .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            ).first()
+            if row is None:
                 return None
             if client_id and first:
                 # A client holds the leases of its latest request: asking again releases the older ones.
@@ -279,8 +281,6 @@ class Sampler:
                     .execution_options(synchronize_session=False)
                 )
             self._record(s, sel.image_id, strategy, client_id, now)
-            row = s.get(Image, sel.image_id)
-            assert row is not None
             reply: dict[str, Any] = {"id": sel.image_id, **sel.fields}
             reply.update(self.datastore.info_of(s, row))
             if row.lease_client:

@@ -18,6 +18,7 @@ Roles:
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import logging
 import subprocess
@@ -282,14 +283,14 @@ def build_services(
     settings.check()
     settings.data.mkdir(parents=True, exist_ok=True)
     services.db.migrate()
-    services.index_report = index_studies(services.db, settings.studies)
-    log.info("indexed %s: %s", settings.studies, services.index_report.as_dict())
     _ = services.datastore, services.jobs  # what /info/ reads while the app loads
     services.card = read_card(settings) if background and spec is None else None
     if services.card is None:
+        _index(services)
         _load_app(services, background)  # a broken app fails the start, naming its file
-    else:  # a restart of the same app: /info/ answers from its card, the app loads meanwhile
-        threading.Thread(target=_load_app_quietly, args=(services, background), daemon=True).start()
+    else:  # a restart of the same app: /info/ answers from its card; the folder is indexed and the app
+        # loaded meanwhile, and every other request waits for both
+        threading.Thread(target=_start_in_background, args=(services, background), daemon=True).start()
     if background:
         services.sessions.sweep()
         services.sessions.start_sweeper(settings.session_sweep_seconds)
@@ -321,11 +322,24 @@ def _load_app(services: Services, background: bool) -> None:
     log.info("app loaded: %s", services.spec.name)
 
 
-def _load_app_quietly(services: Services, background: bool) -> None:
+def _index(services: Services) -> None:
+    settings = services.settings
+    services.index_report = index_studies(services.db, settings.studies)
+    log.info("indexed %s: %s", settings.studies, services.index_report.as_dict())
+
+
+def _start_in_background(services: Services, background: bool) -> None:
     try:
+        try:
+            _index(services)
+        except Exception as exc:
+            services.load_error = f"the studies folder could not be indexed: {type(exc).__name__}: {exc}"
+            services.ready.set()
+            raise
         _load_app(services, background)
+        gc.freeze()  # as the CLI does after an eager start: what the load built is not garbage
     except Exception:
-        log.exception("the app did not load (requests that need it answer 503)")
+        log.exception("the server did not finish starting (requests that need the app answer 503)")
 
 
 def _observe_labels(services: Services) -> None:

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import threading
@@ -76,7 +77,9 @@ class Annotator(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         body_next = json.dumps({"client_id": self.client_id}).encode()
-        tick = time.perf_counter()
+        # Paced annotators start at random moments within the first second: people are not in step.
+        tick = time.perf_counter() + random.Random(self.client_id).uniform(0.0, self.pace)
+        time.sleep(max(0.0, tick - time.perf_counter()))
         while time.perf_counter() < self.until:
             t0 = time.perf_counter()
             conn.request(

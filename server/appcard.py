@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
+from server.apploader import bundle_dirs
 from server.appspec import AppSpec
 from server.datastore import files
 from server.settings import Settings
@@ -79,6 +80,7 @@ def card_key(settings: Settings) -> str:
         "conf": sorted(settings.conf.items()),
         "app": _tree_state(settings.app_dir, None),
         "code": [_tree_state(PACKAGE_ROOT / d, (".py",)) for d in CODE_DIRS],
+        "bundles": [_tree_state(Path(p), None) for p in bundle_dirs(settings.conf)],
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 

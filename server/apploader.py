@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from server.appspec import AppSpec
+from server.appspec import AppSpec, ModelSpec
 
 
 class AppLoadError(Exception):
@@ -38,6 +38,7 @@ def load_app(app_dir: Path, conf: dict[str, str] | None = None) -> AppSpec:
             raise AppLoadError(
                 f"{main}: build_app() returned {type(app).__name__}, expected server.appspec.AppSpec"
             )
+        add_bundles(app, bundle_dirs(conf or {}))
         return app
     except AppLoadError:
         raise
@@ -50,3 +51,27 @@ def load_app(app_dir: Path, conf: dict[str, str] | None = None) -> AppSpec:
             file = getattr(sys.modules[name], "__file__", None) or ""
             if name == module_name or (file and Path(file).resolve().is_relative_to(app_dir)):
                 del sys.modules[name]
+
+
+def bundle_dirs(conf: dict[str, str]) -> list[Path]:
+    """``--conf bundles DIR[,DIR]``: MONAI Bundle folders to host as models."""
+    return [Path(p.strip()).expanduser().resolve() for p in conf.get("bundles", "").split(",") if p.strip()]
+
+
+def add_bundles(app: AppSpec, dirs: list[Path]) -> None:
+    """Each bundle folder as a model named after the folder (server/inference/bundle.py)."""
+    if not dirs:
+        return
+    from server.inference.bundle import bundle_models
+
+    for name, task in bundle_models(dirs).items():
+        if name in app.models:
+            raise AppLoadError(f"--conf bundles: the app already has a model named {name!r}")
+        app.models[name] = ModelSpec(
+            name=name,
+            type=task.type,
+            labels=task.labels,
+            dimension=task.dimension,
+            description=task.description,
+            task=task,
+        )

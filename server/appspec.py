@@ -20,10 +20,10 @@ from strategies.random import Random
 
 if TYPE_CHECKING:
     import torch
-    from monai.transforms import Transform
     from torch import nn
 
     from server.inference.request import InferRequest, InferResult
+    from server.inference.task import Transform
     from server.training.base import TrainContext, TrainResult
     from server.training.config import TrainConfig
 

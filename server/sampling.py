@@ -115,14 +115,18 @@ class SqlCandidatePool:
             model_version = self.score_version(method)
             if model_version is None:
                 return []
+        # Scores drive, highest first on ix_scores_rank, and each is kept when its study is open (a
+        # lookup by id): the plan does not depend on the database's statistics. As a plain join, SQLite
+        # without ANALYZE scanned every open study and sorted (390 ms at 100k studies).
+        served = select(Image.last_served_ts).where(Image.id == Score.image_id).scalar_subquery()
+        is_open = exists().where(Image.id == Score.image_id, self._open())
         rows = self.s.execute(
-            select(Image.id, Image.last_served_ts, Score.value)
-            .join(Score, Score.image_id == Image.id)
-            .where(Score.method == method, Score.model_version == model_version, self._open())
+            select(Score.image_id, served, Score.value)
+            .where(Score.method == method, Score.model_version == model_version, is_open)
             .order_by(Score.value.desc())
             .limit(k)
         )
-        return [Candidate(i, ts, v) for i, ts, v in rows]
+        return [Candidate(i, ts or 0.0, v) for i, ts, v in rows]
 
     def score_values(
         self, method: str, ids: Sequence[str], model_version: str | None = None

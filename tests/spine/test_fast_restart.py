@@ -50,11 +50,16 @@ def start_raw(srv: Server, env: dict[str, str]) -> Server:
     return srv.start()
 
 
-def test_restart_answers_info_from_the_card_before_torch_then_loads(tmp_path: Path, studies: Path) -> None:
+def started_once(tmp_path: Path, studies: Path) -> tuple[Path, Server]:
+    """The delayed app in ``tmp_path/app``, started once (so its card is written) and still running."""
     app = tmp_path / "app"
     app.mkdir()
     (app / "main.py").write_text(DELAYED_APP)
-    srv = Server(studies, free_port(), args=["--app", str(app)], env=dict(NO_WORKER)).start()
+    return app, Server(studies, free_port(), args=["--app", str(app)], env=dict(NO_WORKER)).start()
+
+
+def test_restart_answers_info_from_the_card_before_torch_then_loads(tmp_path: Path, studies: Path) -> None:
+    _, srv = started_once(tmp_path, studies)
     loaded_info = requests.get(f"{srv.url}/info/", timeout=10).json()
     assert loaded_info["models"] and (studies / ".labelloop" / "app-card.json").exists()
     srv.stop()
@@ -78,10 +83,7 @@ def test_restart_answers_info_from_the_card_before_torch_then_loads(tmp_path: Pa
 
 
 def test_an_app_that_no_longer_loads_answers_503_with_the_reason(tmp_path: Path, studies: Path) -> None:
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "main.py").write_text(DELAYED_APP)
-    srv = Server(studies, free_port(), args=["--app", str(app)], env=dict(NO_WORKER)).start()
+    app, srv = started_once(tmp_path, studies)
     srv.stop()
     try:
         srv.ready_path = "/health/live"
@@ -104,10 +106,7 @@ def test_an_app_that_no_longer_loads_answers_503_with_the_reason(tmp_path: Path,
 
 
 def test_a_changed_app_is_loaded_before_the_server_answers(tmp_path: Path, studies: Path) -> None:
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "main.py").write_text(DELAYED_APP)
-    srv = Server(studies, free_port(), args=["--app", str(app)], env=dict(NO_WORKER)).start()
+    app, srv = started_once(tmp_path, studies)
     srv.stop()
     (app / "main.py").write_text(DELAYED_APP + "\n# changed\n")  # the card no longer matches
     try:

@@ -21,7 +21,11 @@ TOY = "tests.training.toy_kind"
 
 def test_the_registry_knows_the_builtins_and_refuses_what_it_does_not_know() -> None:
     kinds = JobKinds.load()
-    assert [k.name for k in kinds] == ["train", "scoring", "batch_infer"] and len(BUILTIN) == 3
+    # The kinds that can be split bring their chunk kinds (server/jobs/shards.py).
+    names = ["train", "scoring", "scoring.chunk", "batch_infer", "batch_infer.chunk"]
+    assert [k.name for k in kinds] == names and len(BUILTIN) == 3
+    with pytest.raises(Unprocessable, match="made by splitting"):
+        kinds.get("scoring.chunk").validate(None, None, {})  # type: ignore[arg-type]
     with pytest.raises(Unprocessable, match="unknown job kind 'toy'"):
         kinds.get("toy")
     assert "toy" in JobKinds.load([TOY])

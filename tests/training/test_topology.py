@@ -29,6 +29,23 @@ def pg_url() -> Iterator[str]:
     yield from fresh_database("postgres", prefix="ll_topo_")
 
 
+def start_workers(studies: Path, args: list[str], env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """Two ``labelloop worker`` processes for the test app, each logging to ``worker-<n>.log``."""
+    workers = []
+    for n in range(2):
+        with open(studies.parent / f"worker-{n}.log", "wb") as out:
+            workers.append(
+                subprocess.Popen(
+                    [*worker_command(studies), *args],
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                )
+            )
+    return workers
+
+
 def test_server_and_two_workers_over_redis_and_postgres(
     train_studies: Path,
     label_files: list[Path],
@@ -40,18 +57,7 @@ def test_server_and_two_workers_over_redis_and_postgres(
     srv = Server(train_studies, free_port(), args=args, env=env).start()
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        for n in range(2):
-            with open(train_studies.parent / f"worker-{n}.log", "wb") as out:
-                cmd = [*worker_command(train_studies), "--db", pg_url, "--queue", redis_url]
-                workers.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=REPO,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-                    )
-                )
+        workers += start_workers(train_studies, ["--db", pg_url, "--queue", redis_url], env)
         for i, path in enumerate(label_files):
             save_label(srv.url, f"study_{i}", path)
         job = requests.post(f"{srv.url}/train/segmentation", json={"max_epochs": 1, "rescore": False}).json()
@@ -100,18 +106,7 @@ def test_a_sharded_rescore_on_two_workers_survives_a_kill_9_mid_chunk(
     srv = Server(train_studies, free_port(), args=args, env=env).start()
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        for n in range(2):
-            with open(train_studies.parent / f"worker-{n}.log", "wb") as out:
-                cmd = [*worker_command(train_studies), "--db", pg_url, "--queue", redis_url, *conf]
-                workers.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=REPO,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, "PYTHONPATH": str(REPO)},
-                    )
-                )
+        workers += start_workers(train_studies, ["--db", pg_url, "--queue", redis_url, *conf], {})
         task = requests.post(f"{srv.url}/scoring/entropy", json={"chunk_size": 2}, timeout=30).json()
         assert task["worker"] == "shards" and task["result"]["chunks"] == 8, task
         settings = Settings(app_dir=TEST_APP, studies=train_studies, db_url=pg_url, queue=redis_url)

@@ -87,7 +87,7 @@ def card_key(settings: Settings) -> str:
 
 def write_card(settings: Settings, spec: AppSpec) -> None:
     """The card of the app just loaded (atomically; a failure to write it only costs the next fast start)."""
-    card = {"key": card_key(settings), "info": describe(spec), "label_max": spec.label_max()}
+    card = {"key": card_key(settings), "info": describe(spec)}
     try:
         files.write_text_atomic(settings.data / CARD_FILE, json.dumps(card, sort_keys=True))
     except OSError as exc:

@@ -57,6 +57,14 @@ class Job(Base):
         Index("ix_jobs_chunk", "parent_id", "chunk", "attempt", unique=True),
     )
 
+    def add_detail(self, line: str, *, unless_last: bool = False) -> None:
+        """Append a line to ``details``, keeping the last :data:`DETAIL_LINES`; with ``unless_last``, not
+        when it is the last line already."""
+        lines = list(self.details or [])
+        if unless_last and lines and lines[-1] == line:
+            return
+        self.details = [*lines, line][-DETAIL_LINES:]
+
     @classmethod
     def new(cls, kind: str, model: str, request: dict[str, Any], status: str = SUBMITTED) -> Job:
         """A fresh row (a new id, now), nothing run yet."""

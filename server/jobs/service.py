@@ -304,14 +304,11 @@ class JobService:
             return None
         running = [j for j in active if j.status == jm.RUNNING]
         job = running[-1] if running else active[0]
-        if job.worker == SHARDS:  # a sharded job: its chunks stop with it
-            with self.db.session() as s:
-                s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
-            self._cas(job.id, (jm.RUNNING,), jm.STOPPED, end_ts=time.time())
-            self.shards.stop_chunks(job.id)
-            return self.get(job.id)
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == job.id).values(stop_requested=True))
+        if job.worker == SHARDS:  # a sharded job has no process: it and its chunks stop now
+            self.shards.stop(job.id)
+            return self.get(job.id)
         # A SUBMITTED job has no process yet: STOPPED now; the consumer skips it, or kills the process it
         # was starting (a job only turns RUNNING together with its pid).
         if self._cas(job.id, (jm.SUBMITTED,), jm.STOPPED, end_ts=time.time()):
@@ -453,4 +450,4 @@ class JobService:
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is not None:
-                job.details = [*list(job.details or []), line][-jm.DETAIL_LINES :]
+                job.add_detail(line)

@@ -107,6 +107,15 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _chunk_row(
+    kind: str, model: str, request: dict[str, Any], parent_id: str | None, chunk: int | None, attempt: int
+) -> Job:
+    """A new SUBMITTED row for try ``attempt`` of chunk ``chunk`` of the parent."""
+    row = Job.new(kind, model, request)
+    row.parent_id, row.chunk, row.attempt = parent_id, chunk, attempt
+    return row
+
+
 class Shards:
     """Parents and chunks in the ``jobs`` table; ``enqueue`` puts a row's id on the queue."""
 
@@ -124,11 +133,10 @@ class Shards:
         parent.worker = SHARDS
         parent.result = {"chunks": len(ranges), "chunks_done": 0}
         parent.details = [f"split into {len(ranges)} chunks"]
-        chunks = []
-        for n, (first, last) in enumerate(ranges):
-            chunk = Job.new(chunk_kind_name(kind), model, {**request, "range": [first, last]})
-            chunk.parent_id, chunk.chunk, chunk.attempt = parent.id, n, 1
-            chunks.append(chunk)
+        chunks = [
+            _chunk_row(chunk_kind_name(kind), model, {**request, "range": [first, last]}, parent.id, n, 1)
+            for n, (first, last) in enumerate(ranges)
+        ]
         with self.db.session() as s:
             s.add(parent)
             s.add_all(chunks)
@@ -179,8 +187,7 @@ class Shards:
             if row is not None and row.status == jm.RUNNING:
                 row.progress, row.heartbeat_ts = progress, time.time()
                 row.result = {**dict(row.result or {}), "chunks": len(chunks), "chunks_done": done}
-                if (list(row.details or []) or [""])[-1] != line:
-                    row.details = [*list(row.details or []), line][-jm.DETAIL_LINES :]
+                row.add_detail(line, unless_last=True)
         return None
 
     def settle_all(self) -> int:
@@ -191,8 +198,14 @@ class Shards:
 
     def _retry(self, chunk: Job) -> None:
         """The failed chunk again, as its next try (a unique row: two settles never both add it)."""
-        again = Job.new(chunk.kind, chunk.model, dict(chunk.request))
-        again.parent_id, again.chunk, again.attempt = chunk.parent_id, chunk.chunk, (chunk.attempt or 1) + 1
+        again = _chunk_row(
+            chunk.kind,
+            chunk.model,
+            dict(chunk.request),
+            chunk.parent_id,
+            chunk.chunk,
+            (chunk.attempt or 1) + 1,
+        )
         try:
             with self.db.session() as s:
                 s.add(again)
@@ -213,12 +226,15 @@ class Shards:
                 return None
             row = s.get(Job, parent_id)
             if row is not None:
-                line = status if status != jm.ERROR else f"ERROR: {values.get('error')}"
-                row.details = [*list(row.details or []), line][-jm.DETAIL_LINES :]
+                row.add_detail(status if status != jm.ERROR else f"ERROR: {values.get('error')}")
         if status != jm.DONE:
             self.stop_chunks(parent_id)
         log.info("sharded job %s: %s", parent_id, status)
         return status
+
+    def stop(self, parent_id: str) -> str | None:
+        """Stop a running parent and its chunks (``DELETE /scoring/``)."""
+        return self._end(parent_id, jm.STOPPED)
 
     def stop_chunks(self, parent_id: str) -> None:
         """Every chunk of the parent asked to stop: queued ones STOPPED now, running ones killed by the

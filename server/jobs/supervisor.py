@@ -236,9 +236,8 @@ class Supervisor:
             changed = bool(getattr(res, "rowcount", 0))
             if changed and (detail or error):
                 job = s.get(Job, job_id)
-                line = detail or f"ERROR: {error}"
-                if job is not None and (list(job.details or []) or [""])[-1] != line:
-                    job.details = [*list(job.details or []), line][-jm.DETAIL_LINES :]
+                if job is not None:
+                    job.add_detail(detail or f"ERROR: {error}", unless_last=True)
         log.info("job %s: %s%s", job_id, status, f" ({error})" if error else "")
 
     # ---- after a job -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from server.appspec import AppSpec, ModelSpec
+from server.appspec import AppSpec, ModelSpec, TrainerSpec
 
 
 class AppLoadError(Exception):
@@ -59,10 +59,12 @@ def bundle_dirs(conf: dict[str, str]) -> list[Path]:
 
 
 def add_bundles(app: AppSpec, dirs: list[Path]) -> None:
-    """Each bundle folder as a model named after the folder (server/inference/bundle.py)."""
+    """Each bundle folder as a model named after the folder (server/inference/bundle.py), and a trainer
+    of the same name when the bundle has a ``configs/train.json`` (server/training/bundle.py)."""
     if not dirs:
         return
     from server.inference.bundle import bundle_models
+    from server.training.bundle import BundleTrainer, train_config
 
     for name, task in bundle_models(dirs).items():
         if name in app.models:
@@ -75,3 +77,10 @@ def add_bundles(app: AppSpec, dirs: list[Path]) -> None:
             description=task.description,
             task=task,
         )
+        if train_config(task.path) is not None:
+            if name in app.trainers:
+                raise AppLoadError(f"--conf bundles: the app already has a trainer named {name!r}")
+            trainer = BundleTrainer(task.path, name)
+            app.trainers[name] = TrainerSpec(
+                name=name, description=trainer.description, config=trainer.config(), task=trainer
+            )

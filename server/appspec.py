@@ -91,6 +91,7 @@ MODEL_TYPES = (
     "detection",
     "others",
 )
+INTERACTIVE_TYPES = ("deepgrow", "deepedit")  # models that take clicks (and score nothing alone)
 
 
 @dataclass

@@ -235,3 +235,24 @@ class Session(Base):
     last_access_ts: Mapped[float] = mapped_column(Float)
     expiry: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Click(Base):
+    """One interactive call's clicks on a study: who, when, with which model version, and the label they
+    led to (``label_tag``/``label_version``, set when that author next saves the study's final label)."""
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[int] = mapped_column(Integer)
+    author: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    label_name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the segment worked on
+    points: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # label name -> [[i, j, k], ...]
+    count: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float)
+    label_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    label_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_clicks_image", "image_id", "label_version"),)

@@ -17,6 +17,9 @@ Settings (``--conf KEY VALUE``):
   Score-based ones read what ``POST /scoring/`` (or the rescore after each training) stores:
   ``stratified_random`` bins the stored ``entropy.foreground_fraction``, ``hybrid`` spreads its batch
   over the stored bottleneck embeddings; request params ``strata`` / ``embeddings`` override them.
+- ``interactive``: ``true`` to host ``deepedit`` too, an interactive model that takes foreground and
+  background clicks (3D Slicer's SmartEdit, the OHIF panel's Point Prompts) and its trainer; the app's
+  labels then include ``background`` (label 0), which is how the plugins send background clicks
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from pathlib import Path
 
 from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec
 from server.inference.conf import conf_bool, conf_choice, conf_floats, conf_int, conf_ints, conf_list
+from server.inference.deepedit import DeepEditTask, with_background
 from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
+from server.training.deepedit import DeepEditTrainer
 from server.training.segmentation import SegmentationTrainer
 from strategies.entropy import EntropyScoring
 from strategies.registry import BUILTIN_STRATEGIES
@@ -81,6 +86,39 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
     unknown = sorted(set(wanted) - set(BUILTIN_STRATEGIES))
     if unknown:
         raise ValueError(f"--conf strategies: unknown {unknown}; choose from {sorted(BUILTIN_STRATEGIES)}")
+    models = {
+        "segmentation": ModelSpec(
+            name="segmentation",
+            type="segmentation",
+            labels=label_map,
+            dimension=3,
+            description=description,
+            config={"largest_component": config.largest_component},
+            task=task,
+        )
+    }
+    trainers = {
+        "segmentation": TrainerSpec(
+            name="segmentation",
+            description=trainer.description,
+            task=trainer,
+            config={
+                "model": "segmentation",
+                "name": "train_01",
+                "pretrained": True,
+                "max_epochs": 50,
+                "early_stop_patience": -1,
+                "val_split": 0.2,
+                "train_batch_size": 1,
+                "val_batch_size": 1,
+                "roi_size": list(config.roi_size),
+                "semi_supervised": trainer.config()["semi_supervised"],
+            },
+        )
+    }
+    interactive = conf_bool(conf, "interactive", False)
+    if interactive:
+        models["deepedit"], trainers["deepedit"] = deepedit(label_map, config, conf)
     return AppSpec(
         name="labelloop segmentation",
         strategies={name: BUILTIN_STRATEGIES[name]() for name in wanted},
@@ -88,38 +126,60 @@ def build_app(app_dir: Path, conf: dict[str, str]) -> AppSpec:
             m.name: ScoringSpec(name=m.name, description=m.description, method=m) for m in scoring_methods
         },
         description="3D segmentation of CT/MR volumes with active learning",
-        labels=labels,
-        models={
-            "segmentation": ModelSpec(
-                name="segmentation",
-                type="segmentation",
-                labels=label_map,
-                dimension=3,
-                description=description,
-                config={"largest_component": config.largest_component},
-                task=task,
-            )
-        },
-        trainers={
-            "segmentation": TrainerSpec(
-                name="segmentation",
-                description=trainer.description,
-                task=trainer,
-                config={
-                    "model": "segmentation",
-                    "name": "train_01",
-                    "pretrained": True,
-                    "max_epochs": 50,
-                    "early_stop_patience": -1,
-                    "val_split": 0.2,
-                    "train_batch_size": 1,
-                    "val_batch_size": 1,
-                    "roi_size": list(config.roi_size),
-                    "semi_supervised": trainer.config()["semi_supervised"],
-                },
-            )
-        },
+        labels=with_background(label_map) if interactive else labels,
+        models=models,
+        trainers=trainers,
     )
+
+
+def deepedit(
+    label_map: dict[str, int], config: SegmentationConfig, conf: dict[str, str]
+) -> tuple[ModelSpec, TrainerSpec]:
+    """The interactive model: the automatic network's settings, with one guidance channel per label."""
+    task = DeepEditTask(
+        label_map,
+        config,
+        f"DeepEdit: interactive {config.network} segmentation of {', '.join(label_map)} from clicks",
+    )
+    epochs = conf_int(conf, "deepedit_epochs", 50, minimum=1)
+    trainer = DeepEditTrainer(
+        "deepedit",
+        labels=label_map,
+        network_factory=task.network,
+        roi_size=config.roi_size,
+        spacing=config.spacing,
+        intensity=lambda key: intensity_transform(key, config.preset, config.window),
+        max_epochs=epochs,
+        early_stop_patience=-1,
+        val_split=0.2,
+    )
+    model = ModelSpec(
+        name="deepedit",
+        type="deepedit",
+        labels=task.label_names(),
+        dimension=3,
+        description=task.description,
+        task=task,
+    )
+    spec = TrainerSpec(
+        name="deepedit",
+        description=trainer.description,
+        task=trainer,
+        config={"model": "deepedit", "name": "train_01", "pretrained": True, **_public(trainer.config())},
+    )
+    return model, spec
+
+
+def _public(cfg: dict[str, object]) -> dict[str, object]:
+    keep = (
+        "max_epochs",
+        "val_split",
+        "train_batch_size",
+        "roi_size",
+        "interaction_probability",
+        "max_interactions",
+    )
+    return {k: cfg[k] for k in keep if k in cfg}
 
 
 def _triple(values: tuple[float, ...] | None) -> tuple[float, float, float] | None:

@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from server.api.common import services
 from server.api.openapi import json_reply, operation
 from server.errors import NotFound
-from server.team.actor import ANONYMOUS, NOBODY, Actor
+from server.team.actor import ANONYMOUS, NOBODY, Actor, client_actor
 from server.team.roles import Role, may, required_role
 
 bp = Blueprint("auth", __name__)
@@ -68,6 +68,13 @@ def current_actor() -> Actor:
     actor = g.get("actor", ANONYMOUS)
     assert isinstance(actor, Actor)
     return actor
+
+
+def request_author(params: dict[str, Any]) -> str | None:
+    """Who to record as the author of what this request makes: the logged-in user, else (auth off) the
+    ``client_id`` it sends, else nobody."""
+    actor = current_actor()
+    return actor.name if actor.user else client_actor(params.get("client_id")).name or None
 
 
 def logged_in() -> bool:

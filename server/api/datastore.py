@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from server.api.auth import current_actor
+from server.api.auth import current_actor, request_author
 from server.api.common import download, form_params, parse_json, parse_query, require_file, services
 from server.api.openapi import BINARY, JSON_TEXT, Reply, file_reply, json_reply, operation
 from server.api.requests import (
@@ -28,7 +28,6 @@ from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, sp
 from server.datastore.store import Datastore
 from server.datastore.volumes import bin_to_nifti, read_header
 from server.errors import BadRequest, NotFound, Unprocessable
-from server.team.actor import client_actor
 
 bp = Blueprint("datastore", __name__)
 TAGS = ("datastore",)
@@ -109,6 +108,16 @@ def get_image_info() -> Any:
     return jsonify(datastore().image_info(check_id(parse_query(ImageQuery).image)))
 
 
+@bp.get("/datastore/clicks")
+@operation(
+    "The clicks interactive models were given on a study: who, when, model version, the label they led to",
+    query=ImageQuery,
+    ok=json_reply("the click records, oldest first", {"type": "array", "items": JSON_OBJECT}),
+)
+def get_clicks() -> Any:
+    return jsonify(datastore().clicks(check_id(parse_query(ImageQuery).image)))
+
+
 @bp.put("/datastore/image/info")
 @operation(
     "Merge keys into an image's info",
@@ -156,9 +165,7 @@ def save_label() -> Any:
         ext = upload_ext(filename, LABEL_EXTS)
         tmp = ds.temp_for_label(tag, ext)
         storage.save(tmp)
-    actor = current_actor()
-    author = actor.name if actor.user else client_actor(params.get("client_id")).name or None
-    return jsonify(ds.save_label(image_id, tag, tmp, ext, params, author=author))
+    return jsonify(ds.save_label(image_id, tag, tmp, ext, params, author=request_author(params)))
 
 
 @bp.delete("/datastore/label")

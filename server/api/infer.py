@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from server.api.auth import request_author
 from server.api.common import content_disposition, form_params, parse_query, services
 from server.api.openapi import BINARY, JSON_TEXT, Reply, operation
 from server.api.requests import InferQuery
@@ -56,7 +57,7 @@ def infer(model: str) -> Any:
             source.label_ext = ".bin" if name.endswith(".bin") else upload_ext(label.filename, LABEL_EXTS)
             source.label = workdir / f"label-upload{source.label_ext}"
             label.save(source.label)
-        result = service.infer(model, source, params, output, workdir)
+        result = service.infer(model, source, params, output, workdir, request_author(params))
         return _reply(result, output)  # built (file read) before the workspace goes
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Text, case, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from server.database import Database
-from server.datastore import files, intake, volumes
+from server.datastore import clicks, files, intake, volumes
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, inside
 from server.datastore.intake import Limits
 from server.errors import BadRequest, NotFound
@@ -175,6 +175,12 @@ class Datastore:
         if not path.is_file():
             raise NotFound(f"Image NOT Found or is a directory: {image_id}")
         return StoredFile(path, path.name)
+
+    def clicks(self, image_id: str) -> list[dict[str, Any]]:
+        """The clicks interactive models were given on the study, oldest first (:mod:`.clicks`)."""
+        if not self.image_exists(image_id):
+            raise NotFound(f"Image NOT Found: {image_id}")
+        return clicks.of_image(self.db, image_id)
 
     def image_exists(self, image_id: str) -> bool:
         check_id(image_id)
@@ -347,6 +353,10 @@ class Datastore:
     ) -> None:
         served = self._image(s, image_id).last_served_ts or None
         for v in versions:
+            if tag == FINAL and v.source == "annotator":
+                effort = clicks.link(s, image_id, v.author, tag, v.number)
+                if effort and v.info is not None:
+                    v.info["clicks"] = effort  # what the interactive model was given for this label
             s.add(
                 LabelVersion(
                     image_id=image_id,

@@ -37,6 +37,8 @@ class InferResult:
 
     file: Path | None
     params: dict[str, Any]
+    clicks: dict[str, list[list[int]]] | None = None  # an interactive model's clicks, per label name
+    clicked_label: str | None = None  # the label the user was working on
 
 
 def param_flag(params: dict[str, Any], key: str, default: bool = False) -> bool:

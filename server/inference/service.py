@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from server.appspec import AppSpec
-from server.datastore import files, intake
+from server.datastore import clicks, files, intake
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, split_ext
 from server.datastore.store import ORIGINAL, Datastore
 from server.datastore.volumes import VolumeHeader, bin_to_nifti, read_header
@@ -184,8 +184,16 @@ class InferenceService:
             shutil.rmtree(folder, ignore_errors=True)
 
     def infer(
-        self, model: str, source: InferSource, params: dict[str, Any], output: str, workdir: Path
+        self,
+        model: str,
+        source: InferSource,
+        params: dict[str, Any],
+        output: str,
+        workdir: Path,
+        author: str | None = None,
     ) -> InferResult:
+        """Run ``model`` on the source; ``author`` (who asked) is recorded with an interactive model's
+        clicks on a datastore study."""
         task = self.task(model)
         output = check_output(output)
         image, ext, image_id = self._resolve(source)
@@ -198,6 +206,11 @@ class InferenceService:
         result = self.submit(task, request, self._device(params))
         if image_id is not None and result.file is not None and param_flag(params, "save_label"):
             self._save_label(image_id, model, result, params)
+        if image_id is not None and result.clicks:
+            version = int(result.params.get("version", 0))
+            clicks.record(
+                self.datastore.db, image_id, model, version, author, result.clicks, result.clicked_label
+            )
         return result
 
     def submit(

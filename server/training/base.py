@@ -626,7 +626,7 @@ def load_state_dict(path: Path, device: torch.device) -> dict[str, Any]:
     state = torch.load(path, map_location=device, weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("ensemble"), list) and state["ensemble"]:
         state = state["ensemble"][0]  # an ensemble: start from its first member
-    for key in ("network", "state_dict"):
+    for key in ("network", "state_dict", "model"):  # "model": a MONAI CheckpointSaver's {"model": ...}
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server.appspec import AppSpec
+from server.appspec import INTERACTIVE_TYPES, AppSpec
 from server.database import Database
 from server.datastore.ids import IMAGE_EXTS, split_ext
 from server.errors import NotFound, Unprocessable
@@ -61,9 +61,12 @@ class Scoring(JobKind):
             ctx.say(detail)
             ctx.update(result={"methods": [], "scored": 0, "skipped": 0, "detail": detail})
             return
-        model = job.model if job.model in spec.models else next(iter(spec.models), None)
+        # Clicks-driven models score nothing on their own: a rescore after one's training uses the app's
+        # first automatic model (what the strategies read was computed with it).
+        automatic = [name for name, m in spec.models.items() if m.type not in INTERACTIVE_TYPES]
+        model = job.model if job.model in automatic else next(iter(automatic), None)
         if model is None:
-            raise LookupError("scoring needs a hosted model; the app hosts none")
+            raise LookupError("scoring needs a hosted automatic model; the app hosts none")
         service = services.inference
         task = service.task(model)
         device = service.device

@@ -1,0 +1,165 @@
+"""DeepEdit training: the segmentation recipe with clicks simulated from the model's own errors.
+
+As MONAI's ``monai.apps.deepedit.interaction.Interaction`` does it, with MONAI's DeepEdit transforms:
+
+- every training crop starts with one seed click per label (``AddInitialSeedPointMissingLabelsd``:
+  drawn inside the label, favouring voxels far from its edge);
+- per step, with probability ``interaction_probability`` the network is run up to ``max_interactions``
+  times on the batch and each time clicks are added where it is wrong
+  (``FindDiscrepancyRegionsDeepEditd``, ``AddRandomGuidanceDeepEditd``), then the guidance channels are
+  rebuilt (``AddGuidanceSignalDeepEditd``); otherwise the guidance is zeroed, so the same network also
+  segments with no clicks at all;
+- validation gives each label one click at its deepest voxel (:class:`CentreClicksd`): the Dice
+  after the first click, deterministic and comparable across versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.apps.deepedit.transforms import (
+    AddInitialSeedPointMissingLabelsd,
+    AddRandomGuidanceDeepEditd,
+    FindDiscrepancyRegionsDeepEditd,
+)
+from monai.transforms import Compose, MapTransform, Randomizable
+from scipy.ndimage import distance_transform_edt
+
+from server.inference.deepedit import guidance_channels, with_background
+from server.training.base import TrainState
+from server.training.segmentation import SegmentationTrainer
+
+# MONAI logs every simulated click and every crop without a label at INFO.
+logging.getLogger("monai.apps.deepedit.transforms").setLevel(logging.WARNING)
+
+
+class SeedClicksd(Randomizable, MapTransform):
+    """One seed click per label present in the crop, as guidance channels after the image; the clicks
+    themselves travel as JSON (``guidance``) for the interaction loop to add to."""
+
+    def __init__(self, names: dict[str, int]) -> None:
+        MapTransform.__init__(self, ["image", "label"])
+        self.names = names
+        self.seed = AddInitialSeedPointMissingLabelsd(keys="label")
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> Any:
+        self.seed.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        return None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label = np.asarray(d["label"])
+        item: dict[Any, Any] = {
+            "label": label,
+            "label_names": self.names,
+            "sids": {n: [] for n in self.names},
+        }
+        seeded: dict[Any, Any] = self.seed(item)
+        guidance = {name: json.loads(seeded["guidance"][name]) for name in self.names}
+        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance))
+        d["guidance"] = json.dumps(guidance)
+        return d
+
+
+class CentreClicksd(MapTransform):
+    """One click per label present, at its deepest voxel (farthest from its edge): the deterministic
+    first click that validation measures the model with."""
+
+    def __init__(self, names: dict[str, int]) -> None:
+        super().__init__(["image", "label"])
+        self.names = names
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label = np.asarray(d["label"])[0]
+        guidance = {name: centre_click(label == value) for name, value in self.names.items()}
+        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance))
+        d["guidance"] = json.dumps(guidance)
+        return d
+
+
+def centre_click(mask: np.ndarray) -> list[list[int]]:
+    """``[[i, j, k]]`` at the voxel of ``mask`` farthest from its edge; none when the mask is empty."""
+    if not mask.any():
+        return []
+    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]
+    return [[int(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape)]]
+
+
+class DeepEditTrainer(SegmentationTrainer):
+    """``labels`` without ``background`` (added as 0); ``network_factory`` is the DeepEdit task's."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        description: str = "DeepEdit: U-Net on image and click guidance, clicks simulated from errors",
+        *,
+        labels: dict[str, int],
+        interaction_probability: float = 0.5,
+        max_interactions: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        self.names = with_background(labels)
+        self.interaction_probability = interaction_probability
+        self.max_interactions = max_interactions
+        self.add_clicks = AddRandomGuidanceDeepEditd(keys="NA")
+        self.discrepancy = FindDiscrepancyRegionsDeepEditd(keys="label")
+        kwargs.setdefault("semi_supervised", {"enabled": False})
+        super().__init__(model, description, labels=self.names, **kwargs)
+
+    def train_transforms(self) -> Compose:
+        return Compose([*super().train_transforms().transforms, SeedClicksd(self.names)])
+
+    def val_transforms(self) -> Compose:
+        return Compose([*self.load_transforms(), CentreClicksd(self.names)])
+
+    def train_step(self, state: TrainState, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        if random.random() < self.interaction_probability:
+            for j in range(self.max_interactions):
+                batch = self.interact(state, batch, 1.0 - j / self.max_interactions)
+        else:
+            batch = dict(batch)
+            image = batch["image"].clone()
+            image[:, 1:] = 0
+            batch["image"] = image
+        return super().train_step(state, batch)
+
+    def interact(self, state: TrainState, batch: dict[str, Any], probability: float) -> dict[str, Any]:
+        """One simulated round: predict, add clicks where the prediction is wrong, rebuild the guidance."""
+        image = batch["image"].to(state.device)
+        state.model.eval()
+        with torch.no_grad(), torch.autocast(device_type=state.device.type, enabled=state.use_amp):
+            pred = state.model(image).argmax(dim=1, keepdim=True).cpu().numpy()
+        self.train_mode(state.model)
+        images, guidance = [], []
+        for b in range(image.shape[0]):
+            item: dict[Any, Any] = {
+                "label": batch["label"][b].cpu().numpy(),
+                "pred": pred[b],
+                "label_names": self.names,
+                "guidance": json.loads(batch["guidance"][b]),
+                "probability": probability,
+            }
+            added: dict[Any, Any] = self.add_clicks(self.discrepancy(item))
+            clicks = {
+                n: [[int(v) for v in p] for p in added["guidance"].get(n, []) if p is not None]
+                for n in self.names
+            }
+            images.append(torch.from_numpy(guidance_channels(image[b, :1].cpu().numpy(), clicks)))
+            guidance.append(json.dumps(clicks))
+        return {**batch, "image": torch.stack(images), "guidance": guidance}
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg["interaction_probability"] = self.interaction_probability
+        cfg["max_interactions"] = self.max_interactions
+        return cfg

@@ -105,6 +105,7 @@ class Config:
     strata_bins: int = 4
     workers: int = 1
     threads: int = 1
+    classes: int = 2  # network outputs, background included (the anatomy pool: 3)
 
     @property
     def dims(self) -> int:
@@ -151,7 +152,7 @@ def stack(studies: Sequence[Study]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_net(cfg: Config) -> UNet:
     strides = (2,) * (len(cfg.channels) - 1)
-    return UNet(cfg.dims, 1, 2, cfg.channels, strides, num_res_units=1, dropout=cfg.dropout)
+    return UNet(cfg.dims, 1, cfg.classes, cfg.channels, strides, num_res_units=1, dropout=cfg.dropout)
 
 
 def bottleneck(net: UNet) -> torch.nn.Module:

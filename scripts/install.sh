@@ -16,5 +16,7 @@ extras=${1:-}
 if [ "$extras" = "test" ]; then
   # The MONAI Label client alone: its dependencies are gigabytes and pin an old pydicom.
   .venv/bin/pip install -q --no-deps "monailabel==0.8.5" 2>&1 | grep -v "^WARNING: Location" || true
+  # The MNI152 template (benchmarks/anatomy_pool.py) ships in nilearn's wheel: the files, not its stack.
+  .venv/bin/pip install -q --no-deps "nilearn==0.14.1" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 .venv/bin/python -c "import server, strategies, torch, monai; print('labelloop installed: torch', torch.__version__, 'monai', monai.__version__)"

@@ -14,7 +14,7 @@ from server.appspec import AppSpec
 from server.database import Database
 from server.jobs import models as jm
 from server.jobs.kinds.scoring import coverage
-from server.models import Image, Label, LabelVersion
+from server.models import Image, Label, LabelVersion, Skip
 from server.registry import ModelRegistry
 from server.team import progress
 
@@ -53,6 +53,7 @@ def _progress(db: Database, now: float) -> dict[str, Any]:
             select(func.count(func.distinct(Label.image_id))).where(Label.review_status == "approved")
         )
         leased = s.scalar(select(func.count()).select_from(Image).where(Image.lease_expires > now))
+        skipped = s.scalar(select(func.count()).select_from(Skip))
         since = now - DAYS * 86400
         times = s.scalars(
             select(LabelVersion.ts).where(
@@ -65,6 +66,7 @@ def _progress(db: Database, now: float) -> dict[str, Any]:
         "labelled": int(tags.get("final", 0)),
         "approved": int(approved or 0),
         "pseudo_labelled": int(tags.get("pseudo", 0)),
+        "skipped": int(skipped or 0),  # set aside as unreadable: out of the pool, never labelled
         "leased_now": int(leased or 0),
         "labels_per_day": [{"day": day, "labels": n} for day, n in sorted(per_day.items())],
     }

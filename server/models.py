@@ -256,3 +256,15 @@ class Click(Base):
     label_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (Index("ix_clicks_image", "image_id", "label_version"),)
+
+
+class Skip(Base):
+    """A study an annotator set aside as unreadable: a reason, never a label. While the row exists the
+    study is out of the pool (``Image.completed``); strategies learn from it (``CandidatePool.skipped``)."""
+
+    __tablename__ = "skips"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    author: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    ts: Mapped[float] = mapped_column(Float)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from server.database import Database
 from server.datastore.store import FINAL, Datastore
 from server.errors import BadRequest, NotFound
-from server.models import Assignment, Embedding, Image, LabelVersion, Score, unpack_vector
+from server.models import Assignment, Embedding, Image, LabelVersion, Score, Skip, unpack_vector
 from strategies.base import Candidate, Selection, SelectionContext, Strategy
 
 AUDIT = "audit"  # the assignment's strategy name of an audit pick (server/evidence.py)
@@ -181,8 +181,27 @@ class SqlCandidatePool:
         rows = self.s.scalars(
             select(Embedding.vector)
             .join(Image, Image.id == Embedding.image_id)
-            .where(Embedding.model_version == version, or_(Image.completed.is_(True), held))
+            .where(
+                Embedding.model_version == version,
+                or_(Image.completed.is_(True), held),
+                Image.id.not_in(select(Skip.image_id)),
+            )
             .order_by(Image.last_served_ts.desc())
+            .limit(TAKEN_LIMIT)
+        )
+        return [unpack_vector(blob) for blob in rows]
+
+    def skipped(self, model_version: str | None = None) -> list[list[float]]:
+        version = model_version
+        if version is None:
+            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        if version is None:
+            return []
+        rows = self.s.scalars(
+            select(Embedding.vector)
+            .join(Skip, Skip.image_id == Embedding.image_id)
+            .where(Embedding.model_version == version)
+            .order_by(Skip.ts.desc())
             .limit(TAKEN_LIMIT)
         )
         return [unpack_vector(blob) for blob in rows]

@@ -73,7 +73,13 @@ class CandidatePool(Protocol):
     def taken(self, model_version: str | None = None) -> list[list[float]]:
         """Stored embeddings of the studies already chosen: leased to another annotator now, and the
         labelled ones (the most recently served first, at most a few thousand). A batch-aware strategy
-        counts them as chosen, so one annotator's pick keeps away from what the team already holds."""
+        counts them as chosen, so one annotator's pick keeps away from what the team already holds.
+        Skipped studies are not among them (see ``skipped``)."""
+        ...
+
+    def skipped(self, model_version: str | None = None) -> list[list[float]]:
+        """Stored embeddings of the studies annotators set aside as unreadable (the most recent first, at
+        most a few thousand): what a strategy can learn to stay away from."""
         ...
 
 

@@ -5,6 +5,8 @@
   gets one pick before any point of it gets a second.
 - :func:`hybrid_select`: the ``candidate_factor * k`` highest-scored candidates, then k-center among
   them, starting from the highest-scored one.
+- :func:`like_unreadable`: what skips teach: a candidate whose nearest labelled-or-skipped study is a
+  skipped one is set aside (``hybrid`` does so while enough other candidates remain).
 - :func:`pooled_features`: embeddings as the global average of a chosen module's output (an encoder
   stage or the bottleneck), captured with a forward hook.
 - :class:`Bottleneck`: the same without naming the module: the coarsest feature map of any network
@@ -88,6 +90,20 @@ def hybrid_select(
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[: max(k, candidate_factor * k)]
     picks = k_center_greedy(_matrix(embeddings)[order], k, labelled=labelled, first=0)
     return [int(order[i]) for i in picks]
+
+
+def like_unreadable(
+    candidates: np.ndarray, readable: Sequence[Sequence[float]], skipped: Sequence[Sequence[float]]
+) -> np.ndarray:
+    """Which candidates look like a study an annotator skipped as unreadable: their nearest neighbour
+    among the labelled studies and the skipped ones (by embedding) is a skipped one. One nearest
+    neighbour, no threshold to tune; nothing is flagged without a skip."""
+    if not len(skipped) or not len(candidates):
+        return np.zeros(len(candidates), dtype=bool)
+    to_skipped = _distances(candidates, _matrix(skipped)).min(axis=1)
+    if not len(readable):
+        return np.ones(len(candidates), dtype=bool)
+    return np.asarray(to_skipped < _distances(candidates, _matrix(readable)).min(axis=1))
 
 
 def forward_with_features(
@@ -241,13 +257,23 @@ class Hybrid(Strategy):
             vectors, source = pool.embeddings([c.image_id for c in candidates], version), "stored"
         else:
             vectors = {}
+        like_skipped: set[str] = set()
         if len(candidates) > k and all(c.image_id in vectors for c in candidates):
             rows = np.asarray([vectors[c.image_id] for c in candidates], dtype=np.float64)
             usable = [t for t in taken if len(t) == rows.shape[1]] if source == "stored" else []
+            skipped = (
+                [v for v in pool.skipped(version) if len(v) == rows.shape[1]] if source == "stored" else []
+            )
+            unreadable = like_unreadable(rows, usable, skipped)
+            if unreadable.any() and (~unreadable).sum() >= k:
+                like_skipped = {c.image_id for c, u in zip(candidates, unreadable, strict=True) if u}
+                keep = [i for i, u in enumerate(unreadable) if not u]
+                candidates, rows = [candidates[i] for i in keep], rows[keep]
             first = None if usable else 0  # with nothing chosen yet: the most uncertain first
             order = k_center_greedy(rows, k, labelled=np.asarray(usable) if usable else None, first=first)
             chosen = [candidates[i] for i in order]
         else:
             chosen, source = candidates[:k], None
         picks = as_selections(fill_unscored(pool, chosen, k), self.method)
-        return [Selection(p.image_id, {**p.fields, "embeddings": source}) for p in picks]
+        fields = {"embeddings": source, "set_aside_like_skipped": len(like_skipped)}
+        return [Selection(p.image_id, {**p.fields, **fields}) for p in picks]

@@ -19,9 +19,11 @@ class MemoryPool:
         rng: random.Random | None = None,
         embeddings: Mapping[str, Sequence[float]] | None = None,
         taken: Sequence[Sequence[float]] = (),
+        skipped: Sequence[Sequence[float]] = (),
     ) -> None:
         self.ids, self.scores = list(ids), dict(scores or {})
         self.taken_vectors = [[float(x) for x in v] for v in taken]  # what the team already holds
+        self.skipped_vectors = [[float(x) for x in v] for v in skipped]  # set aside as unreadable
         self.vectors = {i: [float(x) for x in v] for i, v in (embeddings or {}).items()}
         self.rng = rng if rng is not None else random.Random(0)
 
@@ -56,3 +58,6 @@ class MemoryPool:
 
     def taken(self, model_version: str | None = None) -> list[list[float]]:
         return [list(v) for v in self.taken_vectors]
+
+    def skipped(self, model_version: str | None = None) -> list[list[float]]:
+        return [list(v) for v in self.skipped_vectors]

@@ -11,7 +11,15 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from server.api.auth import current_actor, request_author
-from server.api.common import download, form_params, parse_json, parse_query, require_file, services
+from server.api.common import (
+    body_params,
+    download,
+    form_params,
+    parse_json,
+    parse_query,
+    require_file,
+    services,
+)
 from server.api.openapi import BINARY, JSON_TEXT, Reply, file_reply, json_reply, operation
 from server.api.requests import (
     DatasetQuery,
@@ -23,7 +31,7 @@ from server.api.requests import (
     LabelSaveQuery,
     ListingQuery,
 )
-from server.api.schemas import Empty, ImageReply
+from server.api.schemas import Empty, ImageReply, SkipBody
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, split_ext, upload_ext
 from server.datastore.store import Datastore
 from server.datastore.volumes import bin_to_nifti, read_header
@@ -116,6 +124,38 @@ def get_image_info() -> Any:
 )
 def get_clicks() -> Any:
     return jsonify(datastore().clicks(check_id(parse_query(ImageQuery).image)))
+
+
+@bp.post("/datastore/skip")
+@operation(
+    "Set a study aside as unreadable (a reason, never a label): it leaves the pool; 409 once labelled",
+    query=ImageQuery,
+    body=SkipBody,
+    ok=json_reply("the skip", JSON_OBJECT),
+)
+def skip_image() -> Any:
+    image_id = check_id(parse_query(ImageQuery).image)
+    body = body_params()
+    reason = body.get("reason")
+    if not isinstance(reason, str):
+        raise BadRequest("body: 'reason' (a string) is required")
+    return jsonify(datastore().skip(image_id, reason, request_author(body)))
+
+
+@bp.delete("/datastore/skip")
+@operation("Put a skipped study back into the pool", query=ImageQuery, ok=json_reply("{}", Empty))
+def unskip_image() -> Any:
+    datastore().unskip(check_id(parse_query(ImageQuery).image))
+    return jsonify({})
+
+
+@bp.get("/datastore/skips")
+@operation(
+    "The studies set aside as unreadable: who, why, when (newest first)",
+    ok=json_reply("the skips", {"type": "array", "items": JSON_OBJECT}),
+)
+def list_skips() -> Any:
+    return jsonify(datastore().skips())
 
 
 @bp.put("/datastore/image/info")

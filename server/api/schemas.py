@@ -19,6 +19,13 @@ class NextSampleBody(Open):
     k: int | None = Field(None, description="extension: a batch of k studies, under 'batch'")
 
 
+class SkipBody(Open):
+    """Why the study cannot be labelled; MONAI Label clients would send ``client_id``."""
+
+    reason: str = Field(description="e.g. 'unreadable: motion artefact' (at most 500 characters)")
+    client_id: str | None = Field(None, description="who skips (auth off)")
+
+
 class NextSampleReply(Open):
     id: str | None = None
     path: str | None = None

@@ -20,7 +20,7 @@ from server.database import Database
 from server.datastore.files import cleanup_temp
 from server.datastore.ids import _ID, _TAG, IMAGE_EXTS, LABEL_EXTS, split_ext
 from server.datastore.store import FINAL, _rand_key
-from server.models import Image, Label
+from server.models import Image, Label, Skip
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -175,6 +175,11 @@ def _index_labels(db: Database, labels_dir: Path, image_ids: set[str], report: I
             )
             s.execute(
                 update(Image)
-                .where(Image.id.not_in(finals), Image.completed.is_(True), Image.readings < 2)
+                .where(
+                    Image.id.not_in(finals),
+                    Image.id.not_in(select(Skip.image_id)),  # a skipped study stays out of the pool
+                    Image.completed.is_(True),
+                    Image.readings < 2,
+                )
                 .values(completed=False)
             )

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, case, cast, func, select, update
+from sqlalchemy import Text, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from server.database import Database
 from server.datastore import clicks, files, intake, volumes
 from server.datastore.ids import IMAGE_EXTS, LABEL_EXTS, check_id, check_tag, inside
 from server.datastore.intake import Limits
-from server.errors import BadRequest, NotFound
-from server.models import Assignment, Image, Label, LabelVersion
+from server.errors import BadRequest, Conflict, NotFound
+from server.models import Assignment, Image, Label, LabelVersion, Skip
 from server.wire import finite_dumps
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,7 @@ class Datastore:
         served = self._image(s, image_id).last_served_ts or None
         for v in versions:
             if tag == FINAL and v.source == "annotator":
+                s.execute(delete(Skip).where(Skip.image_id == image_id))  # it was readable after all
                 effort = clicks.link(s, image_id, v.author, tag, v.number)
                 if effort and v.info is not None:
                     v.info["clicks"] = effort  # what the interactive model was given for this label
@@ -458,13 +459,61 @@ class Datastore:
         return self._label_max() if callable(self._label_max) else self._label_max
 
     def stats(self) -> dict[str, Any]:
+        """``completed``: studies with their final label(s); ``skipped``: set aside as unreadable (both
+        out of the pool)."""
         with self.db.session() as s:
             # Both counts in one pass over the images (PostgreSQL counts by scanning).
-            total, completed = s.execute(
+            total, out_of_pool = s.execute(
                 select(func.count(), func.count(case((Image.completed.is_(True), 1))))
             ).one()
+            skipped = int(s.scalar(select(func.count()).select_from(Skip)) or 0)
             tags = {tag: n for tag, n in s.execute(select(Label.tag, func.count()).group_by(Label.tag))}
-        return {"total": int(total or 0), "completed": int(completed or 0), "label_tags": tags}
+        return {
+            "total": int(total or 0),
+            "completed": int(out_of_pool or 0) - skipped,
+            "skipped": skipped,
+            "label_tags": tags,
+        }
+
+    # ---- skips -----------------------------------------------------------------------------
+    def skip(self, image_id: str, reason: str, author: str | None) -> dict[str, Any]:
+        """Set a study aside as unreadable: out of the pool, its lease released, who and why kept. A
+        study with a final label cannot be skipped (409); skipping twice updates the reason."""
+        check_id(image_id)
+        reason = reason.strip() if isinstance(reason, str) else ""
+        if not reason:
+            raise BadRequest("a skip needs a reason (e.g. 'unreadable: motion artefact')")
+        if len(reason) > 500:
+            raise BadRequest("reason: at most 500 characters")
+        now = time.time()
+        with self.study_lock(image_id), self.db.session() as s:
+            image = self._image(s, image_id)
+            if s.scalar(select(Label.id).where(Label.image_id == image_id, Label.tag == FINAL)) is not None:
+                raise Conflict(f"{image_id} has a final label: a skip is for studies nobody can label")
+            row = s.get(Skip, image_id)
+            if row is None:
+                row = Skip(image_id=image_id)
+                s.add(row)
+            row.author, row.reason, row.ts = author, reason, now
+            image.completed, image.lease_client, image.lease_expires = True, None, 0.0
+            return {"image": image_id, "reason": reason, "author": author, "ts": now}
+
+    def unskip(self, image_id: str) -> None:
+        """Back into the pool (404 when the study was not skipped)."""
+        check_id(image_id)
+        with self.study_lock(image_id), self.db.session() as s:
+            row = s.get(Skip, image_id)
+            if row is None:
+                raise NotFound(f"{image_id} is not skipped")
+            s.delete(row)
+            self._image(s, image_id).completed = False
+
+    def skips(self) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            return [
+                {"image": r.image_id, "reason": r.reason, "author": r.author, "ts": r.ts}
+                for r in s.scalars(select(Skip).order_by(Skip.ts.desc()))
+            ]
 
     def listing_all(self, batch: int = 2000) -> Iterator[str]:
         """MONAI Label's ``output=all`` (every image with its info and labels) as JSON text, streamed in

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, select
 
 from server.database import Database
 from server.datastore.store import FINAL
-from server.models import Agreement, Label, LabelVersion, User
+from server.models import Agreement, Label, LabelVersion, Skip, User
 
 
 def annotators(db: Database) -> list[dict[str, Any]]:
@@ -31,6 +31,7 @@ def annotators(db: Database) -> list[dict[str, Any]]:
                 "median_seconds_to_save": None,
                 "agreement_dice": None,
                 "agreement_studies": 0,
+                "skipped": 0,
             },
         )
 
@@ -85,4 +86,8 @@ def annotators(db: Database) -> list[dict[str, Any]]:
             row = person(name)
             row["agreement_dice"] = round(statistics.fmean(values), 4)
             row["agreement_studies"] = len(studies[name])
+        for author, n in s.execute(
+            select(Skip.author, func.count()).where(Skip.author.is_not(None)).group_by(Skip.author)
+        ):
+            person(str(author))["skipped"] = int(n)
     return sorted(people.values(), key=lambda r: str(r["annotator"]))

@@ -70,6 +70,10 @@ MATRIX: dict[str, Role | None] = {
     "activelearning.next_sample": A,
     "infer.infer": A,
     "datastore.save_label": A,
+    "datastore.skip_image": A,  # an annotator sets an unreadable study aside (never a label)
+    "datastore.unskip_image": A,
+    "datastore.get_clicks": V,
+    "datastore.list_skips": V,
     "datastore.upload_image": A,  # Slicer uploads a local volume before labelling it
     "datastore.put_image_info": A,
     "datastore.put_label_info": A,  # setting segmentationMeta needs a reviewer (server/team/review.py)

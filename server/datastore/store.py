@@ -459,8 +459,8 @@ class Datastore:
         return self._label_max() if callable(self._label_max) else self._label_max
 
     def stats(self) -> dict[str, Any]:
-        """``completed``: studies with their final label(s); ``skipped``: set aside as unreadable (both
-        out of the pool)."""
+        """MONAI Label's shape. ``completed``: studies with their final label(s), not those set aside as
+        unreadable (out of the pool too; counted by the dashboard and ``/datastore/skips``)."""
         with self.db.session() as s:
             # Both counts in one pass over the images (PostgreSQL counts by scanning).
             total, out_of_pool = s.execute(
@@ -468,12 +468,7 @@ class Datastore:
             ).one()
             skipped = int(s.scalar(select(func.count()).select_from(Skip)) or 0)
             tags = {tag: n for tag, n in s.execute(select(Label.tag, func.count()).group_by(Label.tag))}
-        return {
-            "total": int(total or 0),
-            "completed": int(out_of_pool or 0) - skipped,
-            "skipped": skipped,
-            "label_tags": tags,
-        }
+        return {"total": int(total or 0), "completed": int(out_of_pool or 0) - skipped, "label_tags": tags}
 
     # ---- skips -----------------------------------------------------------------------------
     def skip(self, image_id: str, reason: str, author: str | None) -> dict[str, Any]:

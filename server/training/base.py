@@ -260,14 +260,7 @@ class Trainer:
         set_determinism(seed=cfg.seed)
         device = torch.device(ctx.device)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.validation is not None:
-            held_out = set(ctx.validation)
-            train_items = [d for d in ctx.datalist if d["image"] not in held_out]
-            val_items = [d for d in ctx.datalist if d["image"] in held_out]
-        else:
-            train_items, val_items = split(ctx.datalist, cfg.val_split, cfg.seed)
-        if not train_items:
-            raise ValueError("no labelled studies to train on: save some final labels first")
+        train_items, val_items = train_and_validation(ctx, cfg)
         log.info(
             "training %s on %s: %d train, %d validation studies, %d epochs",
             type(self).__name__,
@@ -583,6 +576,19 @@ def resolve_workers(requested: int, device: torch.device) -> int:
     if requested >= 0:
         return requested
     return 0 if device.type != "cuda" else max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def train_and_validation(ctx: TrainContext, cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+    """The job's held-out studies (a stable set across rounds) or a seeded split; never no training data."""
+    if ctx.validation is not None:
+        held_out = set(ctx.validation)
+        train = [d for d in ctx.datalist if d["image"] not in held_out]
+        val = [d for d in ctx.datalist if d["image"] in held_out]
+    else:
+        train, val = split(ctx.datalist, cfg.val_split, cfg.seed)
+    if not train:
+        raise ValueError("no labelled studies to train on: save some final labels first")
+    return train, val
 
 
 def split(items: Sequence[dict[str, Any]], val_split: float, seed: int) -> tuple[list[Any], list[Any]]:

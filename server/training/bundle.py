@@ -29,7 +29,14 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from server.training.base import TrainContext, TrainResult, load_state_dict, save_atomic, split, train_stats
+from server.training.base import (
+    TrainContext,
+    TrainResult,
+    load_state_dict,
+    save_atomic,
+    train_and_validation,
+    train_stats,
+)
 from server.training.config import TrainConfig
 
 CONFIGS = ("train.json", "train.yaml", "train.yml")
@@ -69,14 +76,7 @@ class BundleTrainer:
         parser = ConfigParser()
         parser.read_meta(str(self.path / "configs" / "metadata.json"))
         parser.read_config(str(self.config_file))
-        if ctx.validation is not None:
-            held = set(ctx.validation)
-            train = [d for d in ctx.datalist if d["image"] not in held]
-            val = [d for d in ctx.datalist if d["image"] in held]
-        else:
-            train, val = split(ctx.datalist, cfg.val_split, cfg.seed)
-        if not train:
-            raise ValueError("no labelled studies to train on: save some final labels first")
+        train, val = train_and_validation(ctx, cfg)
         for key in ("train#dataset#data", "train#trainer"):
             if key not in parser:
                 raise ValueError(f"bundle {self.path.name}: its {self.config_file.name} has no {key}")

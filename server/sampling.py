@@ -169,10 +169,14 @@ class SqlCandidatePool:
         out.update((i, unpack_vector(blob)) for i, blob in rows)
         return out
 
+    def _embedding_version(self, model_version: str | None) -> str | None:
+        """``model_version``, or the newest one with stored embeddings."""
+        if model_version is not None:
+            return model_version
+        return self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+
     def taken(self, model_version: str | None = None) -> list[list[float]]:
-        version = model_version
-        if version is None:
-            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        version = self._embedding_version(model_version)
         if version is None:
             return []
         held = Image.lease_expires > self.now
@@ -192,9 +196,7 @@ class SqlCandidatePool:
         return [unpack_vector(blob) for blob in rows]
 
     def skipped(self, model_version: str | None = None) -> list[list[float]]:
-        version = model_version
-        if version is None:
-            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        version = self._embedding_version(model_version)
         if version is None:
             return []
         rows = self.s.scalars(

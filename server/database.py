@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,17 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def refresh_statistics(self) -> None:
+        """``ANALYZE`` on PostgreSQL, after a bulk change (SQLite's queries are written not to need it)."""
+        if self.is_postgres:
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+                conn.commit()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revisions (every head: branches may each add one)."""

@@ -185,6 +185,8 @@ class PseudoLabels:
             log.exception("could not delete the pseudo-label of %s", image_id)
 
     def _delete(self, image_id: str) -> int:
+        if not self.datastore.label_exists(image_id, PSEUDO):
+            return 0  # most studies have none: no lock taken
         try:
             self.datastore.delete_label(image_id, PSEUDO)
         except NotFound:

@@ -12,9 +12,26 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Executable, and_, exists, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Executable,
+    Float,
+    String,
+    Table,
+    and_,
+    bindparam,
+    column,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -224,6 +241,7 @@ class Sampler:
         self.db, self.datastore, self.lease_seconds = db, datastore, lease_seconds
         self.audit_share = audit_share  # picks served at random to measure the model (server/evidence.py)
         self.rng = random.Random()
+        self.sql = LeaseStatements.build(postgres=db.is_postgres)
 
     def next_sample(
         self,
@@ -256,6 +274,7 @@ class Sampler:
         for _ in range(CLAIM_ATTEMPTS):
             now = time.time()
             taken = {c["id"] for c in claimed}
+            first = not claimed
             with self.db.sessions() as s:
                 pool = SqlCandidatePool(s, now, client_id, self.rng, lost | taken, person)
                 if audit:
@@ -263,61 +282,172 @@ class Sampler:
                 else:
                     ctx = SelectionContext(name, client_id, params, now, self.rng)
                     picks = strategy.select(pool, k - len(claimed), ctx)
+                if picks and self.db.is_postgres:
+                    # The read's transaction leases what it picked (one round of statements fewer).
+                    # Safe on PostgreSQL, whose compare-and-set re-checks the row; SQLite could not
+                    # turn this read into a write once another writer has committed.
+                    replies, missed = self._claim_all(s, picks, recorded, client_id, now, first)
+                    s.commit()
             if not picks:
                 break
-            for sel in picks:
-                reply = self._claim(sel, recorded, client_id, now, first=not claimed)
-                if reply is None:
-                    lost.add(sel.image_id)
-                else:
-                    claimed.append(reply)
+            if not self.db.is_postgres:
+                with self.db.session() as s:
+                    replies, missed = self._claim_all(s, picks, recorded, client_id, now, first)
+            claimed += replies
+            lost |= missed
             if len(claimed) >= k:
                 break
         return claimed
 
-    def _claim(
-        self, sel: Selection, strategy: str, client_id: str | None, now: float, first: bool
-    ) -> dict[str, Any] | None:
-        """Lease ``sel`` if it is still free (compare-and-set) and build its reply, in one transaction."""
-        lease: dict[str, Any] = {"last_served_ts": now}
-        free = Image.lease_expires <= now
-        if client_id:
-            lease.update(lease_client=client_id, lease_expires=now + self.lease_seconds)
-            free = or_(free, Image.lease_client == client_id)
-        with self.db.session() as s:
-            # The compare-and-set and the row it leased, in one statement (UPDATE ... RETURNING).
-            row = s.scalars(
-                update(Image)
-                .where(Image.id == sel.image_id, Image.completed.is_(False), free)
-                .values(**lease)
-                .returning(Image)
-                .execution_options(synchronize_session=False)
-            ).first()
-            if row is None:
-                return None
-            if client_id and first:
+    def _claim_all(
+        self,
+        s: Session,
+        picks: Sequence[Selection],
+        strategy: str,
+        client_id: str | None,
+        now: float,
+        first: bool,
+    ) -> tuple[list[dict[str, Any]], set[str]]:
+        """Lease each pick still free, in ``s``'s transaction: the replies, and the ids others took."""
+        replies: list[dict[str, Any]] = []
+        lost: set[str] = set()
+        for sel in picks:
+            params = {
+                "pick": sel.image_id,
+                "now": now,
+                "client": client_id,
+                "expires": now + self.lease_seconds,
+                "strategy": strategy,
                 # A client holds the leases of its latest request: asking again releases the older ones.
-                # ``lease_expires > 0`` keeps this on the lease index (only leased rows are visited).
-                s.execute(
-                    update(Image)
-                    .where(Image.lease_expires > 0.0, Image.lease_client == client_id)
-                    .where(Image.id != sel.image_id)
-                    .values(lease_client=None, lease_expires=0.0)
-                    .execution_options(synchronize_session=False)
-                )
-            self._record(s, sel.image_id, strategy, client_id, now)
+                "release": bool(client_id) and first and not replies,
+            }
+            leased = self._lease(s, params)
+            if leased is None:
+                lost.add(sel.image_id)
+                continue
+            row, served = leased
             reply: dict[str, Any] = {"id": sel.image_id, **sel.fields}
-            reply.update(self.datastore.info_of(s, row))
+            reply.update(self.datastore.info_of_row(row.info, row.file, served))
             if row.lease_client:
                 reply["lease"] = {"client_id": row.lease_client, "expires_ts": int(row.lease_expires)}
-            return reply
+            replies.append(reply)
+        return replies, lost
 
-    def _record(self, s: Session, image_id: str, strategy: str, client_id: str | None, now: float) -> None:
-        values = {"image_id": image_id, "strategy": strategy, "client_id": client_id, "ts": now}
-        postgres = s.bind is not None and s.bind.dialect.name == "postgresql"
-        ins = pg_insert(Assignment) if postgres else sqlite_insert(Assignment)
-        s.execute(
-            ins.values(**values).on_conflict_do_update(
-                index_elements=["image_id", "strategy"], set_={"client_id": client_id, "ts": now}
+    def _lease(self, s: Session, params: dict[str, Any]) -> tuple[Any, list[Any]] | None:
+        """Lease ``params["pick"]`` if it is still free (a compare-and-set), release the caller's older
+        leases, record the assignment: the leased row and the study's ``(strategy, ts, client_id)``
+        assignments, or None when another client took it first."""
+        sql = self.sql
+        leased = params["client"] is not None
+        if self.db.is_postgres:
+            rows = s.execute(sql.pg_lease_leased if leased else sql.pg_lease, params).all()
+            return (rows[0], [(r.strategy, r.ts, r.served_to) for r in rows]) if rows else None
+        row = s.execute(sql.claim_leased if leased else sql.claim, params).first()
+        if row is None:
+            return None
+        if params["release"]:
+            s.execute(sql.release_others, params)
+        record = {k: params[k] for k in ("strategy", "now")}
+        s.execute(sql.record, {"image_id": params["pick"], "client_id": params["client"], **record})
+        return row, list(s.execute(sql.assignments, params).all())
+
+
+@dataclass(frozen=True)
+class LeaseStatements:
+    """The statements of a lease, built once per ``Sampler`` and run with parameters (``pick``,
+    ``now``, ``client``, ``expires``, ``strategy``, ``release``): building them per request was most
+    of next-sample's own time. PostgreSQL does it all in one statement (``pg_lease``): one round trip."""
+
+    claim: Executable
+    claim_leased: Executable
+    release_others: Executable
+    record: Executable
+    assignments: Executable
+    pg_lease: Executable
+    pg_lease_leased: Executable
+
+    @classmethod
+    def build(cls, postgres: bool) -> LeaseStatements:
+        images, assignments = cast(Table, Image.__table__), cast(Table, Assignment.__table__)
+        pick, now = bindparam("pick", type_=String), bindparam("now", type_=Float)
+        client = bindparam("client", type_=String)
+        returned = (images.c.id, images.c.info, images.c.file, images.c.lease_client, images.c.lease_expires)
+
+        def claim(leased: bool) -> Executable:
+            free = images.c.lease_expires <= now
+            values: dict[str, Any] = {"last_served_ts": now}
+            if leased:
+                free = or_(free, images.c.lease_client == client)
+                values.update(lease_client=client, lease_expires=bindparam("expires"))
+            return (
+                update(images)
+                .where(images.c.id == pick, images.c.completed.is_(False), free)
+                .values(values)
+                .returning(*returned)
             )
+
+        # ``lease_expires > 0`` keeps the release on the lease index (only leased rows are visited).
+        release = (
+            update(images)
+            .where(images.c.lease_expires > 0.0, images.c.lease_client == client, images.c.id != pick)
+            .values(lease_client=None, lease_expires=0.0)
         )
+        ins = pg_insert(assignments) if postgres else sqlite_insert(assignments)
+        record = ins.values(ts=bindparam("now")).on_conflict_do_update(
+            index_elements=["image_id", "strategy"],
+            set_={"client_id": ins.excluded.client_id, "ts": ins.excluded.ts},
+        )
+        served = select(assignments.c.strategy, assignments.c.ts, assignments.c.client_id).where(
+            assignments.c.image_id == pick
+        )
+        return cls(claim(False), claim(True), release, record, served, _pg_lease(False), _pg_lease(True))
+
+
+def _pg_lease(leased: bool) -> Executable:
+    """The lease on PostgreSQL as one statement, the same steps as the portable ones: the compare-and-
+    set, the release (only once the pick is taken), the assignment, the study's assignments back.
+
+    ``set_config(..., true)`` is ``SET LOCAL synchronous_commit TO OFF``: a lease is a soft reservation,
+    and a database crash losing the last moment's leases is the same as their expiring (the study is
+    served again). Nothing else is written in this transaction."""
+    if leased:
+        sets = "last_served_ts = :now, lease_client = :client, lease_expires = :expires"
+        free = "(lease_expires <= :now OR lease_client = :client)"
+    else:
+        sets, free = "last_served_ts = :now", "lease_expires <= :now"
+    sql = f"""
+        WITH claimed AS (
+            UPDATE images SET {sets}
+            WHERE id = :pick AND completed IS false AND {free}
+            RETURNING id, info, file, lease_client, lease_expires
+        ), released AS (
+            UPDATE images SET lease_client = NULL, lease_expires = 0
+            WHERE :release AND lease_expires > 0 AND lease_client = :client AND id <> :pick
+              AND EXISTS (SELECT 1 FROM claimed)
+        ), recorded AS (
+            INSERT INTO assignments (image_id, strategy, client_id, ts)
+            SELECT id, CAST(:strategy AS varchar), CAST(:client AS varchar), CAST(:now AS double precision)
+            FROM claimed
+            ON CONFLICT (image_id, strategy) DO UPDATE SET client_id = excluded.client_id, ts = excluded.ts
+            RETURNING strategy, ts, client_id
+        ), soft AS (
+            SELECT set_config('synchronous_commit', 'off', true)
+        )
+        SELECT c.id, c.info, c.file, c.lease_client, c.lease_expires,
+               a.strategy, a.ts, a.client_id AS served_to
+        FROM claimed c CROSS JOIN soft CROSS JOIN (
+            SELECT strategy, ts, client_id FROM recorded
+            UNION ALL
+            SELECT strategy, ts, client_id FROM assignments WHERE image_id = :pick AND strategy <> :strategy
+        ) a
+    """
+    return text(sql).columns(
+        column("id", String),
+        column("info", JSON),
+        column("file", String),
+        column("lease_client", String),
+        column("lease_expires", Float),
+        column("strategy", String),
+        column("ts", Float),
+        column("served_to", String),
+    )

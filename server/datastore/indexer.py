@@ -24,6 +24,10 @@ from server.models import Image, Label, Skip
 
 log = logging.getLogger(__name__)
 BATCH = 5000
+# A pass that adds or removes this many rows refreshes the planner's statistics at once (PostgreSQL's
+# autovacuum would, a minute or more later; until then a first index of 100k studies planned the lease
+# release as a scan of every study: 26 ms instead of 0.04).
+ANALYZE_AFTER_ROWS = 1000
 
 Progress = Callable[[str, int, int], None]
 
@@ -116,6 +120,9 @@ def index_studies(db: Database, studies: Path, progress: Progress | None = None)
             s.execute(delete(Image).where(Image.id.in_(gone[start : start + BATCH])))
         report.images_added, report.images_updated, report.images_removed = len(new), len(changed), len(gone)
     _index_labels(db, studies / "labels", set(on_disk), report)
+    moved = report.images_added + report.images_removed + report.labels_added + report.labels_removed
+    if moved >= ANALYZE_AFTER_ROWS:
+        db.refresh_statistics()
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +94,13 @@ class Datastore:
 
     # ---- one writer per study ----------------------------------------------------------------
     @contextmanager
-    def study_lock(self, image_id: str, *, new: bool = False) -> Iterator[None]:
+    def study_lock(self, image_id: str, *, check: bool = True) -> Iterator[None]:
         """Serialise every write of one study (label files and rows, image and label info) across the
         server's threads and every process on this host (a job saving a label too): an exclusive
-        ``flock`` on ``<locks_dir>/<id>.lock``, released when the block ends. Unless ``new`` (an image
-        being added), the study must exist: a request for an unknown id leaves no lock file behind."""
-        if not new and not self.image_exists(image_id):
+        ``flock`` on ``<locks_dir>/<id>.lock``, released when the block ends. With ``check`` the study
+        must exist, so a request for an unknown id leaves no lock file behind (``check=False``: an image
+        being added, or one the caller has just read)."""
+        if check and not self.image_exists(image_id):
             raise NotFound(f"Image NOT Found: {image_id}")
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         with open(inside(self.locks_dir, f"{check_id(image_id)}.lock"), "a+b") as handle:
@@ -134,7 +135,7 @@ class Datastore:
         ``tmp`` is consumed: moved into place on success, removed on any failure.
         """
         try:
-            with self.study_lock(check_id(image_id), new=True):
+            with self.study_lock(check_id(image_id), check=False):
                 self._add_image(image_id, tmp, ext, info, check)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -273,7 +274,7 @@ class Datastore:
             image_path, image_ext = self._abs(image.file), image.ext
         label_header = intake.inspect(tmp, ext, label=True, label_max=self.label_max, limits=self.limits)
         _check_shapes(volumes.read_header(image_path, image_ext).shape, label_header.shape)
-        with self.study_lock(image_id):
+        with self.study_lock(image_id, check=False):  # read above
             return self.place_label(image_id, tag, tmp, ext, info, author, source)
 
     def place_label(
@@ -633,13 +634,23 @@ class Datastore:
         return self._info_with_strategy(s, row)
 
     def _info_with_strategy(self, s: Session, row: Image) -> dict[str, Any]:
-        info = dict(row.info)
-        served = s.scalars(select(Assignment).where(Assignment.image_id == row.id)).all()
+        served = s.execute(
+            select(Assignment.strategy, Assignment.ts, Assignment.client_id).where(
+                Assignment.image_id == row.id
+            )
+        ).all()
+        return self.info_of_row(row.info, row.file, served)
+
+    def info_of_row(self, info: dict[str, Any], file: str, served: Sequence[Any]) -> dict[str, Any]:
+        """The same from a row's columns and its ``(strategy, ts, client_id)`` assignments."""
+        out = dict(info or {})
         if served:
-            info["strategy"] = {a.strategy: {"ts": int(a.ts), "client_id": a.client_id} for a in served}
+            out["strategy"] = {
+                strategy: {"ts": int(ts), "client_id": client} for strategy, ts, client in served
+            }
         if self.share_paths:
-            info["path"] = str(self._abs(row.file))
-        return info
+            out["path"] = str(self._abs(file))
+        return out
 
 
 def _json_text(raw: str | None) -> str:

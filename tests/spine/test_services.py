@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from server.apploader import AppLoadError, load_app
 from server.database import Database
 from server.datastore import volumes
-from server.datastore.indexer import index_studies
+from server.datastore.indexer import ANALYZE_AFTER_ROWS, index_studies
 from server.datastore.store import Datastore
 from server.errors import BadRequest
 from server.models import Image, Label
@@ -179,3 +179,25 @@ def test_a_wrong_object_in_an_app_slot_fails_at_load_naming_the_file(
         load_app(tmp_path)
     message = str(err.value)
     assert str(tmp_path / "main.py") in message and reason in message and "missing:" in message
+
+
+def test_a_bulk_index_refreshes_the_planners_statistics(tmp_path: Path, db: Database, db_url: str) -> None:
+    """Right after a first index of many studies, releasing a client's older lease is an index lookup,
+    not a scan of every study (PostgreSQL plans it from statistics that the indexer now refreshes)."""
+    if not db_url:
+        pytest.skip("SQLite's queries are written not to need statistics")
+    studies = tmp_path / "bulk"
+    studies.mkdir()
+    for i in range(ANALYZE_AFTER_ROWS):
+        (studies / f"b{i:05d}.nii.gz").write_bytes(b"x")  # the indexer never reads contents
+    report = index_studies(db, studies)
+    assert report.images_added == ANALYZE_AFTER_ROWS
+    release = (
+        "EXPLAIN UPDATE images SET lease_client = NULL, lease_expires = 0"
+        " WHERE lease_expires > 0 AND lease_client = 'a' AND id <> 'b'"
+    )
+    with db.engine.connect() as conn:
+        plan = "\n".join(row[0] for row in conn.execute(text(release)))
+        analyzed = conn.scalar(text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'images'"))
+    assert "ix_images_lease" in plan and "Seq Scan" not in plan, plan
+    assert analyzed is not None

@@ -16,4 +16,7 @@ echo "== mypy"
 echo "== import-linter"
 .venv/bin/lint-imports
 echo "== pytest"
-.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+# Two test processes (pytest-xdist), a file each at a time: most of a test's time is a server process
+# starting (imports) or waiting, so two halve the wall time on 2 cores. LABELLOOP_TEST_WORKERS=0: one.
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 \
+  -n "${LABELLOOP_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -629,11 +629,8 @@ class Datastore:
             raise NotFound(f"Label NOT Found: {image_id} ({tag or FINAL})")
         return row
 
-    def info_of(self, s: Session, row: Image) -> dict[str, Any]:
-        """Image info as MONAI Label shows it: stored info, ``strategy`` and the server-local ``path``."""
-        return self._info_with_strategy(s, row)
-
     def _info_with_strategy(self, s: Session, row: Image) -> dict[str, Any]:
+        """Image info as MONAI Label shows it: stored info, ``strategy`` and the server-local ``path``."""
         served = s.execute(
             select(Assignment.strategy, Assignment.ts, Assignment.client_id).where(
                 Assignment.image_id == row.id

@@ -39,11 +39,12 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    def refresh_statistics(self) -> None:
-        """``ANALYZE`` on PostgreSQL, after a bulk change (SQLite's queries are written not to need it)."""
-        if self.is_postgres:
+    def refresh_statistics(self, *tables: str) -> None:
+        """``ANALYZE`` of ``tables`` on PostgreSQL, after a bulk change to them (SQLite's queries are
+        written not to need statistics)."""
+        if self.is_postgres and tables:
             with self.engine.connect() as conn:
-                conn.execute(text("ANALYZE"))
+                conn.execute(text(f"ANALYZE {', '.join(tables)}"))
                 conn.commit()
 
     def migrate(self) -> None:

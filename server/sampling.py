@@ -32,7 +32,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -169,9 +168,7 @@ class SqlCandidatePool:
         return out
 
     def embeddings(self, ids: Sequence[str], model_version: str | None = None) -> dict[str, list[float]]:
-        version = model_version
-        if version is None:
-            version = self.s.scalar(select(Embedding.model_version).order_by(Embedding.ts.desc()).limit(1))
+        version = self._embedding_version(model_version)
         out: dict[str, list[float]] = {}
         if version is None:
             return out
@@ -241,7 +238,7 @@ class Sampler:
         self.db, self.datastore, self.lease_seconds = db, datastore, lease_seconds
         self.audit_share = audit_share  # picks served at random to measure the model (server/evidence.py)
         self.rng = random.Random()
-        self.sql = LeaseStatements.build(postgres=db.is_postgres)
+        self.sql = LeaseStatements.build()
 
     def next_sample(
         self,
@@ -347,8 +344,7 @@ class Sampler:
             return None
         if params["release"]:
             s.execute(sql.release_others, params)
-        record = {k: params[k] for k in ("strategy", "now")}
-        s.execute(sql.record, {"image_id": params["pick"], "client_id": params["client"], **record})
+        s.execute(sql.record, params)
         return row, list(s.execute(sql.assignments, params).all())
 
 
@@ -356,7 +352,8 @@ class Sampler:
 class LeaseStatements:
     """The statements of a lease, built once per ``Sampler`` and run with parameters (``pick``,
     ``now``, ``client``, ``expires``, ``strategy``, ``release``): building them per request was most
-    of next-sample's own time. PostgreSQL does it all in one statement (``pg_lease``): one round trip."""
+    of next-sample's own time. SQLite runs the steps one by one; PostgreSQL does them all in one
+    statement (``pg_lease``): one round trip."""
 
     claim: Executable
     claim_leased: Executable
@@ -367,7 +364,7 @@ class LeaseStatements:
     pg_lease_leased: Executable
 
     @classmethod
-    def build(cls, postgres: bool) -> LeaseStatements:
+    def build(cls) -> LeaseStatements:
         images, assignments = cast(Table, Image.__table__), cast(Table, Assignment.__table__)
         pick, now = bindparam("pick", type_=String), bindparam("now", type_=Float)
         client = bindparam("client", type_=String)
@@ -392,8 +389,9 @@ class LeaseStatements:
             .where(images.c.lease_expires > 0.0, images.c.lease_client == client, images.c.id != pick)
             .values(lease_client=None, lease_expires=0.0)
         )
-        ins = pg_insert(assignments) if postgres else sqlite_insert(assignments)
-        record = ins.values(ts=bindparam("now")).on_conflict_do_update(
+        ins = sqlite_insert(assignments)
+        values = {"image_id": pick, "strategy": bindparam("strategy"), "client_id": client, "ts": now}
+        record = ins.values(values).on_conflict_do_update(
             index_elements=["image_id", "strategy"],
             set_={"client_id": ins.excluded.client_id, "ts": ins.excluded.ts},
         )

@@ -122,7 +122,7 @@ def index_studies(db: Database, studies: Path, progress: Progress | None = None)
     _index_labels(db, studies / "labels", set(on_disk), report)
     moved = report.images_added + report.images_removed + report.labels_added + report.labels_removed
     if moved >= ANALYZE_AFTER_ROWS:
-        db.refresh_statistics()
+        db.refresh_statistics(Image.__tablename__, Label.__tablename__)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 

@@ -207,7 +207,7 @@ class IncomingStore:
         self.last_receive = 0.0  # time.monotonic() of the last C-STORE stored (not DICOMweb fetches)
         self.batcher: IndexBatcher | None = None  # set by the service that runs one (the SCP's)
         self._known_folders: set[Path] = set()  # series folders already made (skips a stat each)
-        insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+        insert_ = pg_insert if db.is_postgres else sqlite_insert
         columns = [
             c.name for c in DicomSeries.__table__.columns if c.name not in ("error", "referenced_series_uid")
         ]

@@ -43,6 +43,7 @@ SOURCE_OF_TAG = {ORIGINAL: "model", PSEUDO: "pseudo"}  # any other tag: an annot
 class Placed:
     number: int  # the new version's number
     current: bool  # False: kept as a version only (a reading that waits for the others)
+    readings: int = 0  # after an annotator's final label: the study's readings (distinct annotators)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class Datastore:
         self.on_label_saved: list[Callable[[str, str, dict[str, Any]], None]] = []
         # How many annotators label a study independently (2 for the overlap share: server/team/).
         self.readings_needed: Callable[[str], int] = lambda _image_id: 1
-        # Called with the image id after an annotator's final label, held or not (agreement).
+        # Called with the image id after an annotator's final label that makes a second (or later)
+        # independent reading of the study, held or not (agreement).
         self.on_reading: list[Callable[[str], None]] = []
         # What training uses: every final label, or approved labels only (--conf train_labels).
         self.train_labels = "final"
@@ -248,7 +250,7 @@ class Datastore:
         if placed.current:
             for callback in self.on_label_saved:
                 callback(image_id, tag, dict(info or {}))
-        if tag == FINAL and source == "annotator":
+        if placed.readings >= 2:  # a second reader or more: there is agreement to measure
             for observer in self.on_reading:
                 try:
                     observer(image_id)
@@ -288,66 +290,70 @@ class Datastore:
         source: str,
     ) -> Placed:
         """The checked file in place as a new version, and its rows committed, as one step. The caller
-        holds the study's lock: the last writer wins, and the rows always name files on disk."""
+        holds the study's lock: the last writer wins, and the rows always name files on disk.
+
+        One database transaction reads what the save builds on and writes its rows; the file moves into
+        place just before that transaction commits and moves back if the commit fails."""
         now = time.time()
-        with self.db.session() as s:
-            old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
-            number = (
-                s.scalar(
-                    select(func.max(LabelVersion.number)).where(
-                        LabelVersion.image_id == image_id, LabelVersion.tag == tag
-                    )
-                )
-                or 0
-            )
-            unversioned = (self._abs(old.file), old.ext) if old is not None and old.version == 0 else None
-            replaces = self._abs(old.file) if old is not None and old.ext != ext else None
-            hold = (
-                tag == FINAL and source == "annotator" and old is None and self.readings_needed(image_id) > 1
-            )
         made: list[Path] = []
         versions: list[NewVersion] = []  # recorded in the same unit of work as the pointer
-        try:
-            if unversioned is not None and unversioned[0].is_file():
-                # A label found on disk (indexed, never saved here) becomes version n before it is replaced.
+        with self.db.sessions() as s:  # committed below, inside the file's placement; else rolled back
+            try:
+                old = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
+                number = (
+                    s.scalar(
+                        select(func.max(LabelVersion.number)).where(
+                            LabelVersion.image_id == image_id, LabelVersion.tag == tag
+                        )
+                    )
+                    or 0
+                )
+                unversioned = (self._abs(old.file), old.ext) if old is not None and old.version == 0 else None
+                replaces = self._abs(old.file) if old is not None and old.ext != ext else None
+                annotator = tag == FINAL and source == "annotator"
+                hold = annotator and old is None and self.readings_needed(image_id) > 1
+                if unversioned is not None and unversioned[0].is_file():
+                    # A label found on disk (indexed, never saved here) becomes version n before it is
+                    # replaced.
+                    number += 1
+                    path = _link(unversioned[0], self.version_file(image_id, tag, number, unversioned[1]))
+                    made.append(path)
+                    versions.append(NewVersion(number, path, unversioned[1], None, "imported", None))
                 number += 1
-                path = _link(unversioned[0], self.version_file(image_id, tag, number, unversioned[1]))
-                made.append(path)
-                versions.append(NewVersion(number, path, unversioned[1], None, "imported", None))
-            number += 1
-            version_path = self.version_file(image_id, tag, number, ext)
-            made.append(_link(tmp, version_path))
-            size = version_path.stat().st_size
-            stored = dict(info or {})
-            stored.update({"ts": int(now), "name": f"{image_id}{ext}", "version": number})
-            versions.append(NewVersion(number, version_path, ext, author, source, stored))
-            if hold:
-                tmp.unlink(missing_ok=True)
-                with self.db.session() as s:
+                version_path = self.version_file(image_id, tag, number, ext)
+                made.append(_link(tmp, version_path))
+                size = version_path.stat().st_size
+                stored = dict(info or {})
+                stored.update({"ts": int(now), "name": f"{image_id}{ext}", "version": number})
+                versions.append(NewVersion(number, version_path, ext, author, source, stored))
+                if hold:
+                    tmp.unlink(missing_ok=True)
                     self._add_versions(s, image_id, tag, versions, now)
-                    self._count_reading(s, image_id, hold=True)
-                return Placed(number, current=False)
-            final = self.label_file(image_id, tag, ext)
-            with files.placed(tmp, final, replaces), self.db.session() as s:
-                image = self._image(s, image_id)
-                self._add_versions(s, image_id, tag, versions, now)
-                row = s.scalar(select(Label).where(Label.image_id == image_id, Label.tag == tag))
-                if row is None:
-                    row = Label(image_id=image_id, tag=tag)
-                    s.add(row)
-                row.ext, row.file, row.info, row.ts, row.version = ext, self._rel(final), stored, now, number
-                row.size, row.mtime = size, final.stat().st_mtime
-                row.review_status, row.reviewed_by, row.review_level, row.review_ts = "", None, "", 0.0
-                if tag == FINAL:
-                    # Ground truth: out of the next-sample pool, and its lease is released.
-                    image.completed, image.lease_client, image.lease_expires = True, None, 0.0
-                    if source == "annotator":
-                        self._count_reading(s, image_id, hold=False)
-            return Placed(number, current=True)
-        except BaseException:
-            for path in made:
-                path.unlink(missing_ok=True)
-            raise
+                    readings = self._count_reading(s, image_id, hold=True)
+                    s.commit()
+                    return Placed(number, current=False, readings=readings)
+                final = self.label_file(image_id, tag, ext)
+                with files.placed(tmp, final, replaces):
+                    image = self._image(s, image_id)
+                    self._add_versions(s, image_id, tag, versions, now)
+                    row = old if old is not None else Label(image_id=image_id, tag=tag)
+                    if old is None:
+                        s.add(row)
+                    row.ext, row.file, row.info, row.ts = ext, self._rel(final), stored, now
+                    row.version, row.size, row.mtime = number, size, final.stat().st_mtime
+                    row.review_status, row.reviewed_by, row.review_level, row.review_ts = "", None, "", 0.0
+                    readings = 0
+                    if tag == FINAL:
+                        # Ground truth: out of the next-sample pool, and its lease is released.
+                        image.completed, image.lease_client, image.lease_expires = True, None, 0.0
+                        if annotator:
+                            readings = self._count_reading(s, image_id, hold=False)
+                    s.commit()
+                return Placed(number, current=True, readings=readings)
+            except BaseException:
+                for path in made:
+                    path.unlink(missing_ok=True)
+                raise
 
     def _add_versions(
         self, s: Session, image_id: str, tag: str, versions: list[NewVersion], now: float
@@ -376,9 +382,10 @@ class Datastore:
                 )
             )
 
-    def _count_reading(self, s: Session, image_id: str, hold: bool) -> None:
+    def _count_reading(self, s: Session, image_id: str, hold: bool) -> int:
         """An annotator's final label is one reading; with all the readings a study needs it leaves
-        the pool (and waits for adjudication when it was held). Either way its lease is released."""
+        the pool (and waits for adjudication when it was held). Either way its lease is released.
+        Returns the study's readings (distinct annotators)."""
         s.flush()
         readers = s.scalar(
             select(func.count(func.distinct(LabelVersion.author))).where(
@@ -393,6 +400,7 @@ class Datastore:
         image.lease_client, image.lease_expires = None, 0.0
         if hold:
             image.completed = image.readings >= self.readings_needed(image_id)
+        return image.readings
 
     def temp_for_label(self, tag: str, ext: str) -> Path:
         return files.temp_path(self.labels_dir / check_tag(tag), ext)

@@ -15,7 +15,7 @@ from server.datastore import volumes
 from server.datastore.indexer import ANALYZE_AFTER_ROWS, index_studies
 from server.datastore.store import Datastore
 from server.errors import BadRequest
-from server.models import Image, Label
+from server.models import Image, Label, LabelVersion
 from tests.conftest import write_label, write_volume
 
 
@@ -108,6 +108,9 @@ def test_failed_commit_leaves_no_file_and_keeps_the_old_one(
     with db.session() as s:
         assert s.get(Image, "b") is None
         assert len(s.scalars(select(Label)).all()) == 1
+        assert [v.number for v in s.scalars(select(LabelVersion))] == [1]  # the failed save left no row
+    versions = studies / "labels" / ".versions" / "a" / "final"
+    assert sorted(p.name for p in versions.iterdir()) == ["1.nii.gz"]  # ... and no version file
 
 
 def test_bin_label_and_image_validation(tmp_path: Path, db: Database) -> None:

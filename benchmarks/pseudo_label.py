@@ -123,6 +123,7 @@ class Config:
     pool: str = "mixture"  # or "control": the homogeneous control pool of the same benchmark
     arms: tuple[str, ...] = (*SEMI_ARMS, *ABLATIONS)
     workers: int = 1
+    classes: int = 2  # network outputs, background included (the anatomy pool: 3)
 
     @property
     def dims(self) -> int:
@@ -159,7 +160,7 @@ def stack(studies: Sequence[Study]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_net(cfg: Config) -> UNet:
-    return UNet(cfg.dims, 1, 2, cfg.channels, (2,) * (len(cfg.channels) - 1), num_res_units=1)
+    return UNet(cfg.dims, 1, cfg.classes, cfg.channels, (2,) * (len(cfg.channels) - 1), num_res_units=1)
 
 
 def sample(
@@ -261,10 +262,10 @@ def ablation_loss(
     with the labelled batch, the extra crops' part weighted as BCP weights a teacher's)."""
     x2, y2 = sample(cfg, images, labels, cfg.unlabelled_crops, gen)
     assert y2 is not None
-    onehot = one_hot_labels(y2, 2)
+    onehot = one_hot_labels(y2, cfg.classes)
     weights = torch.ones_like(onehot[:, 0])
     if isinstance(view, CopyPaste):
-        x2, onehot, weights = view(x, one_hot_labels(y, 2), x2, onehot, weights)
+        x2, onehot, weights = view(x, one_hot_labels(y, cfg.classes), x2, onehot, weights)
     else:
         x2, onehot = view(x2, onehot)
     logits = net(torch.cat([x, x2]))
@@ -284,8 +285,13 @@ def predict(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
-    pred = predict(net, images).argmax(dim=1).numpy() > 0
-    return [dice(p, t[0] > 0) for p, t in zip(pred, labels.numpy(), strict=True)]
+    """Per test study: the mean Dice of the foreground classes (with two outputs, the foreground's)."""
+    probs = predict(net, images)
+    pred, classes = probs.argmax(dim=1).numpy(), probs.shape[1]
+    return [
+        float(np.mean([dice(p == c, t[0] == c) for c in range(1, classes)]))
+        for p, t in zip(pred, labels.numpy(), strict=True)
+    ]
 
 
 def pseudo_quality(

@@ -1,0 +1,98 @@
+"""The anatomy active-learning benchmark end to end at CI size (``--smoke``, the template shrunk 4x), in a
+subprocess with its own caches; and its non-learned baseline against a direct computation. A smoke run
+is never a result: this checks the machinery (the oracle's skips, the shared start, the report)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from anatomy_al import bootstrap, mean_filter_baseline  # noqa: E402
+from anatomy_headroom import mean_dice  # noqa: E402
+from anatomy_pool import Study  # noqa: E402
+
+STRATEGIES = {"random", "stratified_random", "entropy", "epistemic", "tta", "hybrid"}
+
+
+def run_smoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``anatomy_al.py --smoke`` with the job and pool caches under ``tmp_path``."""
+    caches = ["--cache", str(tmp_path / "jobs"), "--pool-cache", str(tmp_path / "pools")]
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "anatomy_al.py"), "--smoke", *caches, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+
+
+def test_smoke_run_skips_every_trap_and_reports_the_protocol(tmp_path: Path) -> None:
+    proc = run_smoke(tmp_path, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "anatomy_al_2d.json").read_text())
+    assert (tmp_path / "out" / "anatomy_al_2d.png").stat().st_size > 10_000
+    assert report["smoke"] is True and report["labels"] == [4, 8, 12]
+    jobs = sorted((tmp_path / "jobs").glob("2d_*.json"))
+    assert len(jobs) == 4  # two seeds of the mixture and of the control, each kept for a rerun
+    for path in jobs:
+        job = json.loads(path.read_text())
+        assert "trap" not in job["initial"]["labelled"]
+        for name, run in job["strategies"].items():
+            assert "trap" not in run["labelled"], name  # the oracle never labels a trap
+            assert len(run["labelled"]) == 12
+            assert run["picks"].count("trap") == run["skipped"] - job["initial"]["skipped"]
+            assert len(run["picks"]) == 8 + run["picks"].count("trap")  # 4 labels a round, skips on top
+    for pool in ("mixture", "control"):
+        summary = report[pool]
+        assert set(summary["strategies"]) == STRATEGIES
+        assert len({e["dice_mean"][0] for e in summary["strategies"].values()}) == 1  # one shared start
+        for name, entry in summary["strategies"].items():
+            assert abs(sum(entry["pick_share"].values()) - 1.0) < 1e-3
+            if name != "random":
+                d = entry["nauc_minus_random"]
+                assert d["ci_low"] <= d["mean"] <= d["ci_high"] and len(d["per_seed"]) == 2
+    assert all(e["pick_share"]["trap"] == 0 for e in report["control"]["strategies"].values())
+    assert {"best_strategy", "beats_both_randoms_outside_interval", "traps_at_most_twice_random"} <= set(
+        report["goals"]
+    )
+    again = run_smoke(tmp_path, "--pools", "mixture", "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["jobs_from_cache"] == 2  # finished jobs come from the cache
+
+
+def test_the_baseline_picks_the_best_cut_points_on_the_pool() -> None:
+    rng = np.random.default_rng(0)
+    studies = []
+    for _ in range(3):
+        label = rng.integers(0, 3, (1, 32, 32)).astype(np.uint8)
+        label = ndimage.median_filter(label, size=(1, 5, 5))
+        image = (0.1 + 0.35 * label + rng.normal(0, 0.05, label.shape)).astype(np.float32)
+        studies.append(Study(image, label, "A"))
+    out = mean_filter_baseline(studies[:2], studies[2:])
+    a, b = out["cuts"]
+
+    def direct(s: Study, cuts: tuple[float, float]) -> float:
+        return mean_dice(np.digitize(ndimage.uniform_filter(s.image[0], 5), cuts), s.label[0], 3)
+
+    assert abs(out["test_dice_by_image"][0] - direct(studies[2], (a, b))) < 1e-9
+    grid = np.linspace(0.0, 1.0, 41)
+    best = max(
+        np.mean([direct(s, (x, y)) for s in studies[:2]]) for i, x in enumerate(grid) for y in grid[i + 1 :]
+    )
+    assert abs(np.mean([direct(s, (a, b)) for s in studies[:2]]) - best) < 1e-9
+
+
+def test_bootstrap_interval_of_paired_differences() -> None:
+    out = bootstrap([0.02, 0.03, 0.01, 0.04, 0.02])
+    assert abs(out["mean"] - 0.024) < 1e-12
+    assert 0.01 <= out["ci_low"] < out["mean"] < out["ci_high"] <= 0.04
+    even = bootstrap([-0.01, 0.01, -0.01, 0.01])
+    assert even["ci_low"] < 0 < even["ci_high"]

@@ -167,22 +167,32 @@ def phase(port: int, clients: int, seconds: float, pace: float, payload: bytes) 
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its finished children (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_db(
-    n: int, root: Path, postgres: str, seconds: float, saturation: float, clients: int
+    n: int, root: Path, postgres: str, seconds: float, saturation: float, clients: int, audit_share: float
 ) -> dict[str, Any]:
     name = "postgresql" if postgres else "sqlite"
-    folder = root / f"studies_{n}_{name}"
+    folder = root / f"studies_{n}_{name}_{audit_share}"
     build_folder(folder, n)
     port = free_port()
     db = fresh_postgres(postgres, n) if postgres else ""
-    proc, _, _ = start(folder, port, root / f"server-{name}.log", db)
+    extra = ("--audit-share", str(audit_share))
+    proc, _, _ = start(folder, port, root / f"server-{name}.log", db, extra)
     try:
         payload = label_payload()
-        paced = phase(port, clients, seconds, 1.0, payload)
-        saturated = phase(port, clients, saturation, 0.0, payload)
+        out: dict[str, Any] = {"database": name, "studies": n, "audit_share": audit_share}
+        for key, pace, length in (("paced", 1.0, seconds), ("saturated", 0.0, saturation)):
+            cpu = cpu_seconds(proc.pid)
+            out[key] = phase(port, clients, length, pace, payload)
+            out[key]["server_cpu_share"] = round((cpu_seconds(proc.pid) - cpu) / out[key]["seconds"], 3)
     finally:
         stop(proc)
-    return {"database": name, "studies": n, "paced": paced, "saturated": saturated}
+    return out
 
 
 def main() -> None:
@@ -193,14 +203,25 @@ def main() -> None:
     parser.add_argument("--saturation-seconds", type=float, default=60.0)
     parser.add_argument("--postgres", default="", help="also on PostgreSQL (a fresh database there)")
     parser.add_argument("--tmp", type=Path, default=None, help="where to build the studies (e.g. /dev/shm)")
+    parser.add_argument(
+        "--audit-share",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        help="the server's --audit-share, one run per value (0.1: its default; each audited label is a"
+        " model inference in the web process)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "annotators_load.json")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="ll-load-", dir=args.tmp) as tmp:
         for pg in ["", args.postgres] if args.postgres else [""]:
-            run = run_db(args.studies, Path(tmp), pg, args.seconds, args.saturation_seconds, args.clients)
-            runs.append(run)
-            print(json.dumps(run), flush=True)
+            for share in args.audit_share:
+                run = run_db(
+                    args.studies, Path(tmp), pg, args.seconds, args.saturation_seconds, args.clients, share
+                )
+                runs.append(run)
+                print(json.dumps(run), flush=True)
     report = {
         "benchmark": "annotators_load",
         "machine": {
@@ -216,7 +237,9 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     keys = [k for k in runs[0]["paced"] if k not in ("clients",)]
-    head = " | ".join(f"{r['database']} {p}" for r in runs for p in ("paced", "saturated"))
+    head = " | ".join(
+        f"{r['database']} audit {r['audit_share']} {p}" for r in runs for p in ("paced", "saturated")
+    )
     print(f"\n| metric | {head} |\n|---|" + "---|" * (2 * len(runs)))
     for k in keys:
         print(f"| {k} | " + " | ".join(str(r[p][k]) for r in runs for p in ("paced", "saturated")) + " |")

@@ -88,7 +88,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(folder: Path, port: int, log: Path, db: str = "") -> tuple[subprocess.Popen[bytes], float, float]:
+def start(
+    folder: Path, port: int, log: Path, db: str = "", extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], float, float]:
     """The server, once it answers ``/info/`` (seconds to that) and once its app is loaded (seconds to
     ``/health/ready``: after a restart ``/info/`` answers from the app's card before the app loads)."""
     t0 = time.perf_counter()
@@ -104,6 +106,7 @@ def start(folder: Path, port: int, log: Path, db: str = "") -> tuple[subprocess.
         "--port",
         str(port),
         *(["--db", db] if db else []),
+        *extra,
     ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)

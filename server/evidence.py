@@ -9,6 +9,10 @@
   their Dice says how much the annotator had to correct.
 
 Both checks run on one background thread of this service, never in the request that saved the label.
+An audit is a model inference in the web process, so the thread predicts at most :data:`AUDIT_DUTY` of
+its time and rests the rest: annotators' requests come first. Under a burst of labels audits wait their
+turn; one whose prediction came from a model version published after the label was saved is dropped
+(that version may have trained on the label), which keeps the estimate unbiased.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +46,10 @@ from server.team.agreement import dice
 
 log = logging.getLogger(__name__)
 RETRIES, RETRY_SECONDS = 30, 2.0
+# The share of the audit thread's time spent predicting: after an audit that took t seconds it rests
+# t * (1 / AUDIT_DUTY - 1). With 32 annotators saving a label a second each, audits of 10 % of the picks
+# took about one of two CPU cores unthrottled (benchmarks/annotators_load.py --audit-share 0 0.1).
+AUDIT_DUTY = 0.25
 
 
 class Evidence:
@@ -59,17 +68,19 @@ class Evidence:
         self.db, self.datastore, self.registry, self.inference = db, datastore, registry, inference
         self.model, self.labels, self.workdir = model, labels, workdir
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        self.closed = threading.Event()  # ends a rest at once when the server stops
 
     # ---- when a final label arrives --------------------------------------------------------------
     def on_label_saved(self, image_id: str, tag: str, _info: dict[str, Any]) -> None:
         """Queue the checks of a new final label on this service's thread (never in the request)."""
         if tag == FINAL and self.model is not None:
-            self.pool.submit(self._check, image_id)
+            self.pool.submit(self._check, image_id, time.time())
 
     def close(self) -> None:
+        self.closed.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _check(self, image_id: str) -> None:
+    def _check(self, image_id: str, saved_ts: float) -> None:
         try:
             self._score_preannotation(image_id)
         except Exception:
@@ -78,9 +89,11 @@ class Evidence:
             audit = s.get(Assignment, (image_id, AUDIT)) is not None
             done = s.get(ModelCheck, (image_id, AUDIT)) is not None
         if audit and not done and self.inference is not None:
-            self._audit(image_id)
+            started = time.monotonic()
+            self._audit(image_id, saved_ts)
+            self.closed.wait((time.monotonic() - started) * (1.0 / AUDIT_DUTY - 1.0))
 
-    def _audit(self, image_id: str) -> None:
+    def _audit(self, image_id: str, saved_ts: float) -> None:
         assert self.inference is not None and self.model is not None
         work = Path(tempfile.mkdtemp(prefix="audit-", dir=self.workdir))
         try:
@@ -88,11 +101,19 @@ class Evidence:
             if result is None or result.file is None:
                 return
             version = int(result.params.get("version", 0) or 0)  # the version that predicted
+            if self._published_after(version, saved_ts):
+                log.info("audit of %s dropped: model version %d came after its label", image_id, version)
+                return
             self._store(image_id, AUDIT, version, _mask(result.file))
         except Exception:
             log.exception("audit of %s", image_id)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _published_after(self, version: int, ts: float) -> bool:
+        """Was ``version`` of the model published after ``ts`` (so it may have trained on that label)?"""
+        assert self.model is not None
+        return any(v.version == version and v.created_ts > ts for v in self.registry.versions(self.model))
 
     def _infer(self, image_id: str, work: Path) -> InferResult | None:
         """The model's prediction, waiting for a free inference slot (annotators' requests come first)."""

@@ -21,8 +21,9 @@ from sqlalchemy import update
 from server.database import Database
 from server.datastore.indexer import index_studies
 from server.datastore.store import Datastore
-from server.evidence import _estimate
+from server.evidence import Evidence, _estimate
 from server.models import Image
+from server.registry import ModelRegistry
 from server.sampling import Sampler
 from strategies.registry import BUILTIN_STRATEGIES
 from tests.conftest import AFFINE, Server, free_port
@@ -155,3 +156,25 @@ def test_audit_end_to_end_with_the_real_model(tmp_path: Path) -> None:
         assert mean - half - 1e-6 <= pool_mean <= mean + half + 1e-6, (mean, half, pool_mean)
     finally:
         srv.stop()
+
+
+def test_an_audit_predicted_by_a_version_newer_than_its_label_is_dropped(tmp_path: Path) -> None:
+    """A version published after the label was saved may have trained on it: its audit would flatter it.
+    And a rest between audits ends at once when the server stops."""
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    registry = ModelRegistry(db, tmp_path / "data")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    evidence = Evidence(db, None, registry, None, "seg", {"organ": 1}, tmp_path)  # type: ignore[arg-type]
+    first = registry.publish("seg", weights)
+    saved = time.time()
+    time.sleep(0.01)
+    second = registry.publish("seg", weights)
+    assert not evidence._published_after(0, saved)  # no weights yet: nothing can have trained
+    assert not evidence._published_after(first.version, saved)
+    assert evidence._published_after(second.version, saved)
+    evidence.close()
+    started = time.monotonic()
+    evidence.closed.wait(30)
+    assert time.monotonic() - started < 1

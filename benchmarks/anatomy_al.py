@@ -72,6 +72,7 @@ from label_efficiency import (
     chunks,
     labels_to_reach,
     nauc,
+    plot,
     rounded,
     t_interval,
     train,
@@ -343,7 +344,7 @@ def summarise(cfg: Config, jobs: list[dict[str, Any]], baseline: dict[str, Any])
         "target_dice_95": target,
         "baseline_mean_filter": {
             "cuts": baseline["cuts"],
-            "test_dice": float(np.mean(base)),
+            "test_dice": {"mean": float(np.mean(base))},
             "test_dice_by_site": by_test_site(jobs[:1], [base]),
         },
         "strategies": {},
@@ -437,56 +438,9 @@ def table(name: str, summary: dict[str, Any], schedule: Sequence[int]) -> str:
     full = summary["full_pool_dice"]
     lines.append(
         f"full pool Dice {full['mean']:.3f}, 95% target {summary['target_dice_95']:.3f}; "
-        f"mean filter + two cut points {summary['baseline_mean_filter']['test_dice']:.3f}"
+        f"mean filter + two cut points {summary['baseline_mean_filter']['test_dice']['mean']:.3f}"
     )
     return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    schedule = report["labels"]
-    kinds = [k for k in ("mixture", "control") if report.get(k)]
-    fig, axes = plt.subplots(1, 2 + len(kinds), figsize=(6 * (2 + len(kinds)), 5))
-    for ax, key in zip(axes, kinds, strict=False):
-        summ = report[key]
-        for s, e in summ["strategies"].items():
-            lo, hi = np.asarray(e["dice_ci95"]).T
-            ax.plot(schedule, e["dice_mean"], marker="o", ms=3, label=s, ls="--" if s in BASELINES else "-")
-            ax.fill_between(schedule, lo, hi, alpha=0.10)
-        ax.axhline(summ["target_dice_95"], color="k", lw=0.8, ls=":", label="95% of full pool")
-        ax.axhline(
-            summ["baseline_mean_filter"]["test_dice"], color="grey", lw=0.8, label="mean filter + cuts"
-        )
-        ax.set(title=f"anatomy {key} ({report['variant']})", xlabel="labelled studies", ylabel="test Dice")
-        ax.legend(fontsize=7)
-    shares = report["mixture"]["strategies"]
-    bar = axes[len(kinds)]
-    bottom = np.zeros(len(shares))
-    for k in KINDS:
-        v = np.asarray([e["pick_share"][k] for e in shares.values()])
-        bar.bar(list(shares), v, bottom=bottom, label=k)
-        bottom += v
-    bar.set(title="picks per site (mixture; traps skipped)", ylabel="share of picks")
-    bar.tick_params(axis="x", rotation=30)
-    bar.legend(fontsize=7)
-    ax = axes[len(kinds) + 1]
-    others = [s for s in shares if s != "random"]
-    for offset, key in zip((-0.15, 0.15), kinds, strict=False):
-        d = [report[key]["strategies"][s]["nauc_minus_random"] for s in others]
-        mean = np.asarray([x["mean"] for x in d])
-        err = np.asarray([[x["mean"] - x["ci_low"] for x in d], [x["ci_high"] - x["mean"] for x in d]])
-        ax.errorbar(np.arange(len(others)) + offset, mean, yerr=err, fmt="o", capsize=3, label=key)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(others)), others, rotation=30)
-    ax.set(title="nAUC minus random (paired, bootstrap 95%)", ylabel="difference in normalised AUC")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -560,8 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"anatomy_al_{cfg.variant}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    if "mixture" in kinds:
-        plot(report, args.out / f"{stem}.png")
+    if kinds == ["mixture", "control"]:
+        titles = ("anatomy mixture", "anatomy control (site A only)", "picks per site (traps skipped)")
+        plot(report, args.out / f"{stem}.png", KINDS, titles, "bootstrap 95%")
     print(json.dumps({k: v for k, v in report.items() if k not in kinds}, indent=2))
     for kind in kinds:
         print(table(f"anatomy {kind} ({cfg.variant})", report[kind], cfg.schedule), file=sys.stderr)

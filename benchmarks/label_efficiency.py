@@ -495,7 +495,15 @@ def table(name: str, summary: dict[str, Any], schedule: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
+def plot(
+    report: dict[str, Any],
+    path: Path,
+    kinds: Sequence[str] = KINDS,
+    titles: Sequence[str] = ("heterogeneous pool", "homogeneous control", "what each strategy picked"),
+    interval: str = "95% CI",
+) -> None:
+    """Dice against labels on both pools, the share of picks of each study ``kinds``, and the paired
+    nAUC difference to random with its ``interval``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -503,10 +511,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     schedule = report["labels"]
     fig, axes = plt.subplots(1, 4, figsize=(22, 5))
-    for ax, key, title in (
-        (axes[0], "mixture", "heterogeneous pool"),
-        (axes[1], "control", "homogeneous control"),
-    ):
+    for ax, key, title in ((axes[0], "mixture", titles[0]), (axes[1], "control", titles[1])):
         summ = report[key]
         for s, e in summ["strategies"].items():
             lo, hi = np.asarray(e["dice_ci95"]).T
@@ -520,11 +525,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     shares = report["mixture"]["strategies"]
     bottom = np.zeros(len(shares))
-    for k in KINDS:
+    for k in kinds:
         v = np.asarray([e["pick_share"].get(k, 0.0) for e in shares.values()])
         axes[2].bar(list(shares), v, bottom=bottom, label=k)
         bottom += v
-    axes[2].set(title="what each strategy picked (heterogeneous)", ylabel="share of picks")
+    axes[2].set(title=titles[2], ylabel="share of picks")
     axes[2].tick_params(axis="x", rotation=30)
     axes[2].legend(fontsize=7)
     others = [s for s in shares if s != "random"]
@@ -535,7 +540,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axes[3].errorbar(np.arange(len(others)) + offset, mean, yerr=err, fmt="o", capsize=3, label=key)
     axes[3].axhline(0.0, color="k", lw=0.8)
     axes[3].set_xticks(np.arange(len(others)), others, rotation=30)
-    axes[3].set(title="nAUC minus random (paired, 95% CI)", ylabel="difference in normalised AUC")
+    axes[3].set(title=f"nAUC minus random (paired, {interval})", ylabel="difference in normalised AUC")
     axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

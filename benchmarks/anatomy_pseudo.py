@@ -68,10 +68,10 @@ SETS = {"mixture": ("pool", "test"), "control": ("control_pool", "control_test")
 
 def al_picks(al_jobs: Path, variant: str, pool: str, seed: int, strategy: str) -> tuple[list[int], list[int]]:
     """The pool indices ``strategy`` labelled (in order) and skipped in ``anatomy_al.py``'s campaign."""
-    found = sorted(al_jobs.glob(f"{variant}_{pool}_{seed}_*.json"))
+    found = sorted(al_jobs.glob(f"{variant}_{pool}_{seed}_*.json"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"no anatomy_al.py job for {variant} {pool} seed {seed} in {al_jobs}: run it first")
-    run = json.loads(found[-1].read_text())["strategies"][strategy]
+    run = json.loads(found[-1].read_text())["strategies"][strategy]  # the newest run of that job
     return list(run["labelled_ids"]), list(run["skipped_ids"])
 
 

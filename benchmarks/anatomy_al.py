@@ -220,7 +220,7 @@ def initial(pool: list[Study], seed: int, start: int) -> tuple[list[int], list[i
 
 def job_key(cfg: Config, recipe: Recipe, kind: str, seed: int) -> str:
     """Settings plus the code that runs a job: a change to either never reuses an old result."""
-    code = "".join(inspect.getsource(f) for f in (round_scores, campaign, initial, _run_job, train, evaluate))
+    code = CODE  # read once when the module loads: an edit of the file later must not change the key
     settings = json.dumps(
         [asdict(replace(cfg, workers=1, seeds=0)), asdict(recipe), kind, seed], sort_keys=True
     )
@@ -523,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall {wall:.0f} s; wrote {args.out / stem}.json", file=sys.stderr)
     return 0
 
+
+def code_of(*functions: Any) -> str:
+    return "".join(inspect.getsource(f) for f in functions)
+
+
+CODE = code_of(round_scores, campaign, initial, _run_job, train, evaluate)
 
 if __name__ == "__main__":
     sys.exit(main())

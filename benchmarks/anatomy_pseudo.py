@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -49,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anatomy_al import JOBS as AL_JOBS
-from anatomy_al import initial, recipe_for
+from anatomy_al import code_of, initial, recipe_for
 from anatomy_pool import CACHE, SIZES, Recipe, make_pools
 from pseudo_label import DEFAULTS, SMOKE, Config, bootstrap_gap, rounded, stack, t_interval, train
 from pseudo_label import evaluate as test_dice
@@ -119,7 +118,7 @@ def run_task(
 
 
 def task_key(cfg: Config, recipe: Recipe, task: tuple[str, int, int, str, list[int] | None]) -> str:
-    code = "".join(inspect.getsource(f) for f in (run_task, train, test_dice, initial))
+    code = CODE  # read once when the module loads: an edit of the file later must not change the key
     settings = json.dumps([asdict(replace(cfg, workers=1, seeds=0)), asdict(recipe), task], sort_keys=True)
     return hashlib.sha256((settings + code).encode()).hexdigest()[:12]
 
@@ -323,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall {wall:.0f} s; wrote {args.out / stem}.json", file=sys.stderr)
     return 0
 
+
+CODE = code_of(run_task, train, test_dice, initial)
 
 if __name__ == "__main__":
     sys.exit(main())

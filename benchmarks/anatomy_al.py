@@ -48,7 +48,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from multiprocessing import get_context
@@ -233,9 +233,14 @@ def run_job(
     path = (
         cache / f"{recipe.variant}_{kind}_{seed}_{job_key(cfg, recipe, kind, seed)}.json" if cache else None
     )
+    return kept(path, lambda: _run_job(cfg, recipe, kind, seed, pools))
+
+
+def kept(path: Path | None, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The result kept at ``path`` (marked ``from_cache``), or ``make()``'s, written there atomically."""
     if path is not None and path.exists():
         return {**json.loads(path.read_text()), "from_cache": True}
-    out = _run_job(cfg, recipe, kind, seed, pools)
+    out = make()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

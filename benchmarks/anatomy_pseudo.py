@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anatomy_al import JOBS as AL_JOBS
-from anatomy_al import code_of, initial, recipe_for
+from anatomy_al import code_of, initial, kept, recipe_for
 from anatomy_pool import CACHE, SIZES, Recipe, make_pools
 from pseudo_label import DEFAULTS, SMOKE, Config, bootstrap_gap, rounded, stack, t_interval, train
 from pseudo_label import evaluate as test_dice
@@ -136,15 +136,7 @@ def cached(
         if jobs
         else None
     )
-    if path is not None and path.exists():
-        return {**json.loads(path.read_text()), "from_cache": True}
-    out = run_task(cfg, recipe, kind, seed, n, arm, picks, pools)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out))
-        tmp.replace(path)
-    return out
+    return kept(path, lambda: run_task(cfg, recipe, kind, seed, n, arm, picks, pools))
 
 
 def summarise(results: list[dict[str, Any]], seeds: list[int], labels: tuple[int, ...]) -> dict[str, Any]:

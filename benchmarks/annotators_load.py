@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--saturation-seconds", type=float, default=60.0)
     parser.add_argument("--postgres", default="", help="also on PostgreSQL (a fresh database there)")
+    parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL runs")
     parser.add_argument("--tmp", type=Path, default=None, help="where to build the studies (e.g. /dev/shm)")
     parser.add_argument(
         "--audit-share",
@@ -215,7 +216,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="ll-load-", dir=args.tmp) as tmp:
-        for pg in ["", args.postgres] if args.postgres else [""]:
+        databases = ([] if args.no_sqlite else [""]) + ([args.postgres] if args.postgres else [])
+        for pg in databases:
             for share in args.audit_share:
                 run = run_db(
                     args.studies, Path(tmp), pg, args.seconds, args.saturation_seconds, args.clients, share

@@ -9,10 +9,12 @@
   their Dice says how much the annotator had to correct.
 
 Both checks run on one background thread of this service, never in the request that saved the label.
-An audit is a model inference in the web process, so the thread predicts at most :data:`AUDIT_DUTY` of
-its time and rests the rest: annotators' requests come first. Under a burst of labels audits wait their
-turn; one whose prediction came from a model version published after the label was saved is dropped
-(that version may have trained on the label), which keeps the estimate unbiased.
+An audit is a model inference in the web process: it runs on the inference service's background lane
+(the lowest OS priority, never an annotator's inference slot), and the thread predicts at most
+:data:`AUDIT_DUTY` of its time and rests the rest: annotators' requests come first. Under a burst
+of labels audits wait their turn; one whose prediction came from a model version published after the
+label was saved is dropped (that version may have trained on the label), which keeps the estimate
+unbiased.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from server.sampling import AUDIT
 from server.team.agreement import dice
 
 log = logging.getLogger(__name__)
-RETRIES, RETRY_SECONDS = 30, 2.0
 # The share of the audit thread's time spent predicting: after an audit that took t seconds it rests
 # t * (1 / AUDIT_DUTY - 1). With 32 annotators saving a label a second each, audits of 10 % of the picks
 # took about one of two CPU cores unthrottled (benchmarks/annotators_load.py --audit-share 0 0.1).
@@ -116,15 +117,16 @@ class Evidence:
         return any(v.version == version and v.created_ts > ts for v in self.registry.versions(self.model))
 
     def _infer(self, image_id: str, work: Path) -> InferResult | None:
-        """The model's prediction, waiting for a free inference slot (annotators' requests come first)."""
+        """The model's prediction, on the inference service's background lane (lowest OS priority,
+        never an annotator's slot)."""
         assert self.inference is not None and self.model is not None
-        for _ in range(RETRIES):
-            try:
-                return self.inference.infer(self.model, InferSource(image_id=image_id), {}, "image", work)
-            except Unavailable:
-                time.sleep(RETRY_SECONDS)
-        log.warning("audit of %s skipped: inference stayed busy", image_id)
-        return None
+        try:
+            return self.inference.infer(
+                self.model, InferSource(image_id=image_id), {}, "image", work, background=True
+            )
+        except Unavailable as exc:
+            log.warning("audit of %s skipped: %s", image_id, exc)
+            return None
 
     def _score_preannotation(self, image_id: str) -> None:
         with self.db.session() as s:

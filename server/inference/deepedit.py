@@ -5,7 +5,9 @@ a Gaussian around each of its clicks, built by MONAI's ``AddGuidanceSignalDeepEd
 the trainer (:mod:`server.training.deepedit`) uses on simulated clicks. With no clicks the guidance is
 zero and the model segments automatically, as DeepEdit does. Clicks arrive in the input file's voxel
 grid (:mod:`server.inference.clicks`) and are carried into the network's grid through the affines, so
-orientation and resampling change nothing for the client.
+orientation and resampling change nothing for the client. Then every click gets the label it asked
+for, with its region (:mod:`server.inference.click_consistency`; param ``click_consistency``, on by
+default).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from monai.inferers import sliding_window_inference
 from monai.networks.layers.convutils import gaussian_1d
 
 from server.errors import BadRequest
+from server.inference.click_consistency import consistent_labels
 from server.inference.clicks import BACKGROUND, Clicks, parse_clicks, to_grid
-from server.inference.request import InferRequest, InferResult
+from server.inference.request import InferRequest, InferResult, param_flag
 from server.inference.segmentation import SegmentationConfig, SegmentationTask, _predictor
 from server.inference.task import Data, tensor_input
+from server.inference.transforms import channel_argmax
 
 GUIDANCE_SIGMA = 3  # voxels of the network's grid, MONAI's default for DeepEdit
 # Up to this many voxels a click runs the network once over the whole volume (as MONAI Label's DeepEdit
@@ -106,6 +110,7 @@ class DeepEditTask(SegmentationTask):
     def check_params(self, params: dict[str, Any], input_ext: str) -> None:
         super().check_params(params, input_ext)
         self.clicks(params)
+        param_flag(params, "click_consistency", True)
 
     def inferer(
         self, data: Data, networks: Sequence[torch.nn.Module], device: torch.device, request: InferRequest
@@ -129,9 +134,35 @@ class DeepEditTask(SegmentationTask):
                 x, window, c.sw_batch_size, _predictor(networks), overlap=c.overlap, mode="constant"
             )
         assert isinstance(scores, torch.Tensor)
-        data["pred"] = MetaTensor(scores[0].cpu())
+        pred = scores[0].cpu()
+        if param_flag(request.params, "click_consistency", True):
+            pred = self._consistent(pred, plain[0].numpy(), guidance, clicks.label)
+        data["pred"] = MetaTensor(pred)
         data["clicks"] = clicks
         return data
+
+    def _consistent(
+        self,
+        scores: torch.Tensor,
+        image: np.ndarray,
+        guidance: dict[str, list[list[int]]],
+        current: str | None,
+    ) -> torch.Tensor:
+        """``scores`` (C, X, Y, Z) with each click's region raised to its label: within a label in the
+        order sent, the label being edited (``current``) last."""
+        order = sorted(self.names, key=lambda name: name == current)
+        clicks = [(self.names.index(name), p) for name in order for p in guidance[name]]
+        if all(int(scores[:, p[0], p[1], p[2]].argmax()) == label for label, p in clicks):
+            return scores  # the network already agrees with every click
+        labels = channel_argmax(scores)[0].numpy()
+        fixed, changed = consistent_labels(labels, image, clicks)
+        out = scores.clone()
+        top = out.max(dim=0).values
+        where = torch.from_numpy(changed)
+        for index in np.unique(fixed[changed]):
+            region = where & torch.from_numpy(fixed == index)
+            out[int(index)][region] = top[region] + 1.0
+        return out
 
     def writer(self, data: Data, request: InferRequest) -> InferResult:
         result = super().writer(data, request)

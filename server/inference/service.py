@@ -4,6 +4,9 @@
   task and waits for it. At most ``workers`` predictions run at once and ``queue`` more wait;
   past that the request is refused at once with 503, so inference never takes all of waitress's
   request threads and ``/info/`` or next-sample keep answering.
+- ``background=True`` (the campaign's audits) runs on a lane of its own, one prediction at a time
+  on a thread at the lowest OS priority (Linux; torch's worker threads inherit it): it never takes
+  an annotator's slot, and annotators' requests get the cores first.
 - Weights come from the registry on every request; built networks are cached per
   (model, version, device), so a newly published version is used by the next request.
 """
@@ -14,6 +17,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -43,6 +47,19 @@ from server.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 INFER_TIMEOUT_SECONDS = 600.0  # as MONAI Label's MONAI_LABEL_INFER_TIMEOUT
+BACKGROUND_NICE = 19  # the background lane's OS priority: it runs when nothing else wants the core
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Lower the calling thread's scheduling priority. On Linux nice is per thread and inherited by
+    the threads it starts (torch's OpenMP workers are started by the thread that first computes), so
+    call it before the thread's first prediction. Elsewhere it would lower the whole process: no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:  # a sandbox that forbids it: the lane still works, at normal priority
+        log.warning("could not lower the background inference thread's priority: %s", exc)
 
 
 def default_device() -> torch.device:
@@ -75,6 +92,7 @@ class InferenceService:
         self._count_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._background: ThreadPoolExecutor | None = None
         self.cache = NetworkCache()
         for name, model in spec.models.items():
             if isinstance(model.task, InferTask):
@@ -191,9 +209,10 @@ class InferenceService:
         output: str,
         workdir: Path,
         author: str | None = None,
+        background: bool = False,
     ) -> InferResult:
         """Run ``model`` on the source; ``author`` (who asked) is recorded with an interactive model's
-        clicks on a datastore study."""
+        clicks on a datastore study. ``background``: on the low-priority lane, outside the queue."""
         task = self.task(model)
         output = check_output(output)
         image, ext, image_id = self._resolve(source)
@@ -203,7 +222,10 @@ class InferenceService:
         task.check_params(params, ext)
         label = self._label(source, header, workdir)
         request = InferRequest(model, image, ext, workdir, params, output, label, image_id)
-        result = self.submit(task, request, self._device(params))
+        device = self._device(params)
+        result = (
+            self._run_background(task, request, device) if background else self.submit(task, request, device)
+        )
         if image_id is not None and result.file is not None and param_flag(params, "save_label"):
             self._save_label(image_id, model, result, params)
         if image_id is not None and result.clicks:
@@ -239,6 +261,21 @@ class InferenceService:
                 f"inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
             ) from exc
 
+    def _run_background(self, task: InferTask, request: InferRequest, device: torch.device) -> InferResult:
+        with self._pool_lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="infer-background", initializer=lower_thread_priority
+                )
+            lane = self._background
+        future = lane.submit(self._execute, task, request, device, time.perf_counter())
+        try:
+            return future.result(timeout=INFER_TIMEOUT_SECONDS)
+        except FutureTimeout as exc:
+            raise Unavailable(
+                f"background inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
+            ) from exc
+
     def _release(self, _future: Future[InferResult] | None) -> None:
         with self._count_lock:
             self.in_flight -= 1
@@ -263,9 +300,10 @@ class InferenceService:
 
     def close(self) -> None:
         with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            for pool in (self._pool, self._background):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._background = None
 
     def _device(self, params: dict[str, Any]) -> torch.device:
         """The ``device`` param: "cpu", or "cuda"/"cuda:N" when CUDA is there; otherwise the default."""

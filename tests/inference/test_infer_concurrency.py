@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from server.errors import Unavailable
 from tests.inference.infer_support import TEST_APPS, LiveServer, ServerFactory, ct_volume
 
 SLEEP = 2.0
@@ -66,3 +71,52 @@ def test_info_and_next_sample_answer_while_inference_runs(server: LiveServer) ->
     second.join()
     assert [r.status_code for r in replies] == [200, 200]
     assert all(r.json()["latencies"]["infer"] >= SLEEP for r in replies)
+
+
+def test_background_lane_runs_beside_a_full_queue_at_the_lowest_priority(tmp_path: Path) -> None:
+    """An audit's prediction (``background=True``) never takes an annotator's slot: with the one worker
+    busy and the one waiting place taken, an annotator's request is refused and the background one
+    runs, on a thread at nice 19 (Linux) where annotators' predictions keep their priority."""
+    from server.inference.request import InferSource
+    from server.services import build_services
+    from server.settings import Settings
+
+    studies = tmp_path / "studies"
+    ct_volume(studies / "ct_0.nii.gz")
+    settings = Settings(
+        app_dir=TEST_APPS / "slow", studies=studies, conf={"sleep": "1.5"}, infer_workers=1, infer_queue=1
+    )
+    services = build_services(settings, role="server", background=False)
+    inference = services.inference
+    niceness: dict[str, int] = {}
+
+    def annotator() -> None:
+        with inference.workspace() as work:
+            inference.infer("slow", InferSource(image_id="ct_0"), {}, "image", work)
+
+    try:
+        busy = [threading.Thread(target=annotator) for _ in range(2)]
+        for t in busy:
+            t.start()
+        time.sleep(0.5)  # one running, one waiting: the queue is full
+        with pytest.raises(Unavailable), inference.workspace() as work:
+            inference.infer("slow", InferSource(image_id="ct_0"), {}, "image", work)
+        task = inference.task("slow")
+        original = task.inferer
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            me = threading.current_thread().name.split("_")[0]
+            niceness[me] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return original(*args, **kwargs)
+
+        task.inferer = spy  # type: ignore[method-assign]
+        with inference.workspace() as work:
+            result = inference.infer("slow", InferSource(image_id="ct_0"), {}, "image", work, background=True)
+            assert result.file is not None and result.file.is_file()
+        for t in busy:
+            t.join()
+        assert set(niceness) == {"infer-background", "infer"}
+        if sys.platform.startswith("linux"):
+            assert niceness == {"infer-background": 19, "infer": 0}
+    finally:
+        services.close()

@@ -122,6 +122,17 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     one = mask({"blob": [first], "background": [second]})
     assert one[tuple(first)] == 1, "the foreground click is outside the mask"
     assert one[tuple(second)] == 0, "the background click is inside the mask"
+    # The network itself reads the clicks (the consistency rule only repairs what it ignores).
+    alone = client.infer(
+        "deepedit",
+        study,
+        {
+            **slicer_params(info, "deepedit", {"blob": [first], "background": [second]}, "blob"),
+            "click_consistency": False,
+        },
+    )[0]
+    alone_mask = np.asarray(nib.load(alone).dataobj)
+    assert alone_mask[tuple(first)] == 1 and alone_mask[tuple(second)] == 0
 
     # One more click, on the other ball: the mask now covers it, and changed around the click.
     two = mask({"blob": [first, second], "background": []})
@@ -137,10 +148,10 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
 
     # The clicks are kept with who gave them and the model version, then linked to the label saved.
     records = requests.get(f"{srv.url}/datastore/clicks", params={"image": study}, timeout=10).json()
-    assert [r["count"] for r in records] == [2, 2, 2]
+    assert [r["count"] for r in records] == [2, 2, 2, 2]
     assert {r["author"] for r in records} == {"annotator-7"}
     assert {r["model_version"] for r in records} == {info["models"]["deepedit"]["version"]}
-    assert records[1]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
+    assert records[2]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
     assert all(r["label_version"] is None for r in records)
     out = tmp_path / "final.nii.gz"
     nib.save(nib.Nifti1Image(two.astype(np.uint8), nib.load(grow).affine), str(out))
@@ -150,7 +161,7 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     label_info = requests.get(
         f"{srv.url}/datastore/label/info", params={"label": study, "tag": "final"}, timeout=10
     ).json()
-    assert label_info["clicks"] == 6
+    assert label_info["clicks"] == 8
 
 
 @pytest.mark.parametrize(
@@ -161,6 +172,7 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
         {"blob": "centre"},
         {"foreground": [[1, 2, 3]], "label": "liver"},  # not a label of the model
         {"blob": [[1, 2, True]]},
+        {"blob": [[1, 2, 3]], "click_consistency": "maybe"},
     ],
 )
 def test_bad_clicks_are_a_400(trained: tuple[Server, Any], params: dict[str, Any]) -> None:

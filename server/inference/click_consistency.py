@@ -83,6 +83,7 @@ def consistent_labels(
         changed[box] |= region
     return out, changed
 
+
 def _band(smooth: np.ndarray, ball: np.ndarray, reference: float, noise: float) -> np.ndarray:
     """Voxels whose intensity lies between the half-way points to the brighter and darker tissue."""
     values = smooth[ball]

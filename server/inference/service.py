@@ -254,12 +254,7 @@ class InferenceService:
             self._release(None)
             raise
         future.add_done_callback(self._release)
-        try:
-            return future.result(timeout=INFER_TIMEOUT_SECONDS)
-        except FutureTimeout as exc:
-            raise Unavailable(
-                f"inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
-            ) from exc
+        return _wait(future, request)
 
     def _run_background(self, task: InferTask, request: InferRequest, device: torch.device) -> InferResult:
         with self._pool_lock:
@@ -268,13 +263,7 @@ class InferenceService:
                     max_workers=1, thread_name_prefix="infer-background", initializer=lower_thread_priority
                 )
             lane = self._background
-        future = lane.submit(self._execute, task, request, device, time.perf_counter())
-        try:
-            return future.result(timeout=INFER_TIMEOUT_SECONDS)
-        except FutureTimeout as exc:
-            raise Unavailable(
-                f"background inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
-            ) from exc
+        return _wait(lane.submit(self._execute, task, request, device, time.perf_counter()), request)
 
     def _release(self, _future: Future[InferResult] | None) -> None:
         with self._count_lock:
@@ -376,3 +365,12 @@ def check_output(output: str | None) -> str:
     if value not in OUTPUTS:
         raise Unprocessable(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
     return value
+
+
+def _wait(future: Future[InferResult], request: InferRequest) -> InferResult:
+    try:
+        return future.result(timeout=INFER_TIMEOUT_SECONDS)
+    except FutureTimeout as exc:
+        raise Unavailable(
+            f"inference of {request.model!r} took longer than {INFER_TIMEOUT_SECONDS:.0f}s"
+        ) from exc

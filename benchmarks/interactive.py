@@ -19,8 +19,8 @@ Protocol (fixed before the first run; not tuned after it):
   NoC@90 are the clicks needed to reach that Dice (10 when never reached within 10, counted apart).
 - Reported over all structure instances and over those where the automatic model is below 80 % Dice
   (the goal: NoC@90 <= 5 there). Two arms of the same trained DeepEdit model: ``network`` (param
-  ``click_consistency`` off: the network alone) and ``consistent`` (the product's default: each click
-  the network ignored relabels its region, ``server/inference/click_consistency.py``, a rule fixed
+  ``click_consistency`` off: the network alone) and ``consistent`` (param ``click_consistency`` on:
+  each click the network ignored relabels its region, ``server/inference/click_consistency.py``, a rule fixed
   before its first run here). The goals are read on ``consistent``. Seconds per click: the DeepEdit
   task on a 128^3 volume (file in, file out), median of 10 calls with one click more each, on this
   machine's CPU (2 threads) and on CUDA when present.

@@ -5,9 +5,9 @@ a Gaussian around each of its clicks, built by MONAI's ``AddGuidanceSignalDeepEd
 the trainer (:mod:`server.training.deepedit`) uses on simulated clicks. With no clicks the guidance is
 zero and the model segments automatically, as DeepEdit does. Clicks arrive in the input file's voxel
 grid (:mod:`server.inference.clicks`) and are carried into the network's grid through the affines, so
-orientation and resampling change nothing for the client. Then every click gets the label it asked
-for, with its region (:mod:`server.inference.click_consistency`; param ``click_consistency``, on by
-default).
+orientation and resampling change nothing for the client. With param ``click_consistency`` (off by
+default: measured, it helps the first click and harms later ones) every click then gets the label it
+asked for, with its region (:mod:`server.inference.click_consistency`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class DeepEditTask(SegmentationTask):
     def check_params(self, params: dict[str, Any], input_ext: str) -> None:
         super().check_params(params, input_ext)
         self.clicks(params)
-        param_flag(params, "click_consistency", True)
+        param_flag(params, "click_consistency")
 
     def inferer(
         self, data: Data, networks: Sequence[torch.nn.Module], device: torch.device, request: InferRequest
@@ -135,7 +135,7 @@ class DeepEditTask(SegmentationTask):
             )
         assert isinstance(scores, torch.Tensor)
         pred = scores[0].cpu()
-        if param_flag(request.params, "click_consistency", True):
+        if param_flag(request.params, "click_consistency"):
             pred = self._consistent(pred, plain[0].numpy(), guidance, clicks.label)
         data["pred"] = MetaTensor(pred)
         data["clicks"] = clicks

@@ -66,7 +66,7 @@ def test_agreeing_clicks_change_nothing_and_reach_is_bounded(scene: tuple[np.nda
 
 
 def test_a_later_click_wins(scene: tuple[np.ndarray, ...]) -> None:
-    image, lesion, _ = scene
+    image = scene[0]
     labels = np.zeros(image.shape, np.uint8)
     fixed, _ = consistent_labels(labels, image, [(2, [16, 24, 24]), (1, [16, 24, 24])])
     assert fixed[16, 24, 24] == 1

@@ -122,17 +122,17 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     one = mask({"blob": [first], "background": [second]})
     assert one[tuple(first)] == 1, "the foreground click is outside the mask"
     assert one[tuple(second)] == 0, "the background click is inside the mask"
-    # The network itself reads the clicks (the consistency rule only repairs what it ignores).
-    alone = client.infer(
+    # The network itself reads the clicks; the consistency rule (off by default) keeps them too.
+    rule = client.infer(
         "deepedit",
         study,
         {
             **slicer_params(info, "deepedit", {"blob": [first], "background": [second]}, "blob"),
-            "click_consistency": False,
+            "click_consistency": True,
         },
     )[0]
-    alone_mask = np.asarray(nib.load(alone).dataobj)
-    assert alone_mask[tuple(first)] == 1 and alone_mask[tuple(second)] == 0
+    rule_mask = np.asarray(nib.load(rule).dataobj)
+    assert rule_mask[tuple(first)] == 1 and rule_mask[tuple(second)] == 0
 
     # One more click, on the other ball: the mask now covers it, and changed around the click.
     two = mask({"blob": [first, second], "background": []})

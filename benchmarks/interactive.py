@@ -28,10 +28,11 @@ Protocol (fixed before the first run; not tuned after it):
 Prints JSON and a table; writes ``benchmarks/results/interactive.json``.
 
     .venv/bin/python benchmarks/interactive.py                 # about 25 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/interactive.py --epochs 2 --train 6 --test 2 --out /tmp/i.json  # smoke
 
 Trained checkpoints are kept in ``--checkpoints`` (per epochs and training studies) and reused, so an
-inference-side change is measured without training again; ``--retrain`` ignores them.
-    .venv/bin/python benchmarks/interactive.py --epochs 2 --train 6 --test 2 --out /tmp/i.json  # smoke
+inference-side change is measured without training again; ``--retrain`` ignores them (use it after a
+change to the pool or the trainers: the folder is not keyed by their code).
 """
 
 from __future__ import annotations

@@ -54,12 +54,19 @@ class StateCollector(Collector):
                 value=inference.in_flight,
             )
             wait = CounterMetricFamily(
-                "labelloop_inference_wait_seconds", "Time inference requests waited for a worker"
+                "labelloop_inference_wait_seconds",
+                "Time predictions waited for a worker, per lane (request: annotators; background: audits)",
+                labels=["lane"],
             )
-            wait.add_metric([], inference.wait_seconds)
+            runs = CounterMetricFamily(
+                "labelloop_inference_runs",
+                "Predictions run, per lane (request: annotators; background: audits)",
+                labels=["lane"],
+            )
+            for lane, count in inference.runs.items():
+                runs.add_metric([lane], float(count))
+                wait.add_metric([lane], inference.wait_seconds[lane])
             yield wait
-            runs = CounterMetricFamily("labelloop_inference_runs", "Inference requests run")
-            runs.add_metric([], float(inference.runs))
             yield runs
         dicom = ctx.dicom
         if dicom is not None:

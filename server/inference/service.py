@@ -47,6 +47,7 @@ from server.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 INFER_TIMEOUT_SECONDS = 600.0  # as MONAI Label's MONAI_LABEL_INFER_TIMEOUT
+LANES = ("request", "background")  # /metrics' ``lane`` label: annotators' requests, background audits
 BACKGROUND_NICE = 19  # the background lane's OS priority: it runs when nothing else wants the core
 
 
@@ -85,10 +86,11 @@ class InferenceService:
         self.workers, self.queue = max(1, workers), max(0, queue)
         self.device = device or default_device()
         self._slots = threading.BoundedSemaphore(self.workers + self.queue)
-        # For /metrics: requests in (running or waiting), and the total time requests waited to start.
+        # For /metrics: requests in (running or waiting), and per lane (annotators' requests, the
+        # campaign's background audits) the predictions run and the total time they waited to start.
         self.in_flight = 0
-        self.runs = 0
-        self.wait_seconds = 0.0
+        self.runs = dict.fromkeys(LANES, 0)
+        self.wait_seconds = dict.fromkeys(LANES, 0.0)
         self._count_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -248,7 +250,7 @@ class InferenceService:
             self.in_flight += 1
         try:
             future = self._executor().submit(
-                self._execute, task, request, device or self.device, time.perf_counter()
+                self._execute, task, request, device or self.device, time.perf_counter(), "request"
             )
         except BaseException:
             self._release(None)
@@ -263,7 +265,8 @@ class InferenceService:
                     max_workers=1, thread_name_prefix="infer-background", initializer=lower_thread_priority
                 )
             lane = self._background
-        return _wait(lane.submit(self._execute, task, request, device, time.perf_counter()), request)
+        queued = time.perf_counter()
+        return _wait(lane.submit(self._execute, task, request, device, queued, "background"), request)
 
     def _release(self, _future: Future[InferResult] | None) -> None:
         with self._count_lock:
@@ -271,11 +274,11 @@ class InferenceService:
         self._slots.release()
 
     def _execute(
-        self, task: InferTask, request: InferRequest, device: torch.device, queued: float
+        self, task: InferTask, request: InferRequest, device: torch.device, queued: float, lane: str
     ) -> InferResult:
         with self._count_lock:
-            self.runs += 1
-            self.wait_seconds += time.perf_counter() - queued
+            self.runs[lane] += 1
+            self.wait_seconds[lane] += time.perf_counter() - queued
         version, nets = self.networks(request.model, task, device)
         result = task.run(request, nets, device)
         result.params["version"] = version

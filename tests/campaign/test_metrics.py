@@ -33,4 +33,6 @@ def test_metrics_parse_and_move(server: Server) -> None:
     key = (("endpoint", "datastore.get_image"), ("method", "GET"), ("status", "404"))
     assert after["labelloop_request_seconds_count"][key] >= 1
     assert "labelloop_inference_in_flight" in after
+    lanes = {dict(k)["lane"] for k in after["labelloop_inference_runs_total"]}
+    assert lanes == {"request", "background"}  # annotators' predictions counted apart from audits
     assert requests.get(f"{u}/metrics", timeout=10).headers["X-Request-ID"]

@@ -116,6 +116,9 @@ def test_background_lane_runs_beside_a_full_queue_at_the_lowest_priority(tmp_pat
         for t in busy:
             t.join()
         assert set(niceness) == {"infer-background", "infer"}
+        # /metrics keeps the lanes apart: the refused request never ran, the audit counts as background
+        assert inference.runs == {"request": 2, "background": 1}
+        assert inference.wait_seconds["request"] > 0.5  # the second annotator waited for the first
         if sys.platform.startswith("linux"):
             assert niceness == {"infer-background": 19, "infer": 0}
     finally:

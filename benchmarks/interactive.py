@@ -30,14 +30,18 @@ Prints JSON and a table; writes ``benchmarks/results/interactive.json``.
     .venv/bin/python benchmarks/interactive.py                 # about 25 minutes on 2 CPU cores
     .venv/bin/python benchmarks/interactive.py --epochs 2 --train 6 --test 2 --out /tmp/i.json  # smoke
 
-Trained checkpoints are kept in ``--checkpoints`` (per epochs and training studies) and reused, so an
-inference-side change is measured without training again; ``--retrain`` ignores them (use it after a
-change to the pool or the trainers: the folder is not keyed by their code).
+Trained checkpoints are kept in ``--checkpoints`` and reused, so an inference-side change is measured
+without training again. Their folder is named by the epochs, the training studies and a hash of the
+code that trains them (the pool, this script's training call, the trainers, the network and the
+intensity transforms, :data:`TRAINING_CODE`): a change to any of these trains again. ``--retrain``
+trains again regardless.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import platform
 import shutil
@@ -262,6 +266,22 @@ def seconds_per_click(task: DeepEditTask, net: torch.nn.Module, work: Path, devi
     return {"device": device, "volume": [128, 128, 128], "median_s": round(statistics.median(times[1:]), 4)}
 
 
+TRAINING_CODE = (
+    "server/training/base.py",
+    "server/training/segmentation.py",
+    "server/training/deepedit.py",
+    "server/inference/networks.py",
+    "server/inference/transforms.py",
+)
+
+
+def checkpoint_folder(root: Path, epochs: int, n_train: int) -> Path:
+    """Where checkpoints trained by this code at these settings are kept."""
+    code = inspect.getsource(make_study) + inspect.getsource(train)
+    code += "".join((REPO / f).read_text() for f in TRAINING_CODE)
+    return root / f"e{epochs}_t{n_train}_{hashlib.sha256(code.encode()).hexdigest()[:12]}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=40)
@@ -287,7 +307,7 @@ def main() -> None:
         test_items = write_pool(root / "test", range(1000, 1000 + args.test))
         work = root / "work"
         work.mkdir()
-        kept = args.checkpoints / f"e{args.epochs}_t{args.train}"
+        kept = checkpoint_folder(args.checkpoints, args.epochs, args.train)
         seconds = json.loads((kept / "seconds.json").read_text()) if (kept / "seconds.json").is_file() else {}
         if args.retrain or not seconds:
             kept.mkdir(parents=True, exist_ok=True)

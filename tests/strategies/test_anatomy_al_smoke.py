@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,8 +35,17 @@ def run_smoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_smoke_run_skips_every_trap_and_reports_the_protocol(tmp_path: Path) -> None:
-    proc = run_smoke(tmp_path, "--out", str(tmp_path / "out"))
+@pytest.fixture(scope="module")
+def al_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One smoke run of both pools, shared by the active-learning and the pseudo-label checks."""
+    tmp_path = tmp_path_factory.mktemp("anatomy")
+    return tmp_path, run_smoke(tmp_path, "--out", str(tmp_path / "out"))
+
+
+def test_smoke_run_skips_every_trap_and_reports_the_protocol(
+    al_smoke: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp_path, proc = al_smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "anatomy_al_2d.json").read_text())
     assert (tmp_path / "out" / "anatomy_al_2d.png").stat().st_size > 10_000
@@ -66,6 +76,59 @@ def test_smoke_run_skips_every_trap_and_reports_the_protocol(tmp_path: Path) -> 
     again = run_smoke(tmp_path, "--pools", "mixture", "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["jobs_from_cache"] == 2  # finished jobs come from the cache
+
+
+def test_pseudo_label_smoke_run_takes_the_campaigns_picks(
+    al_smoke: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """``anatomy_pseudo.py --smoke`` on the smoke campaign's jobs: every arm at N = 4 and 8, the combined
+    arm labelled with the best strategy's first N picks (never a trap), the goals and the figure."""
+    tmp_path, al = al_smoke
+    assert al.returncode == 0, al.stderr[-3000:]
+    out = tmp_path / "pseudo"
+    args = ["--al-jobs", str(tmp_path / "jobs"), "--al-report", str(tmp_path / "out" / "anatomy_al_2d.json")]
+    args += ["--cache", str(tmp_path / "pjobs"), "--pool-cache", str(tmp_path / "pools"), "--out", str(out)]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "anatomy_pseudo.py"),
+            "--smoke",
+            "--pools",
+            "mixture",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "anatomy_pseudo_2d.json").read_text())
+    assert (out / "anatomy_pseudo_2d.png").stat().st_size > 10_000
+    best = json.loads((tmp_path / "out" / "anatomy_al_2d.json").read_text())["goals"]["best_strategy"]
+    assert report["smoke"] is True and report["combined_strategy"] == best
+    arms = {"labelled_only", "pseudo_masked", "mean_teacher", "fixmatch", "bcp", "al_pseudo_masked"}
+    summary = report["summaries"]["mixture"]
+    assert set(summary["by_labels"]) == {"4", "8"}
+    for entry in summary["by_labels"].values():
+        assert arms <= set(entry)
+        for arm in arms - {"labelled_only"}:
+            assert len(entry[arm]["per_seed"]) == 2 and {"mean", "ci_low", "ci_high"} <= set(
+                entry[arm]["gap_closed"]
+            )
+    for seed in (0, 1):
+        (campaign,) = (tmp_path / "jobs").glob(f"2d_mixture_{seed}_*.json")
+        picked = json.loads(campaign.read_text())["strategies"][best]
+        for n in (4, 8):
+            (job,) = (tmp_path / "pjobs").glob(f"2d_mixture_{seed}_{n}_al_pseudo_masked_*.json")
+            kinds = json.loads(job.read_text())["labelled_kinds"]
+            assert kinds == picked["labelled"][:n] and "trap" not in kinds  # the campaign's first N labels
+    assert {
+        "registered_or_combined_closes_30pct_at_4_or_8",
+        "arms_below_labelled_only_outside_interval",
+        "met",
+    } <= set(report["goals"])
+    assert "| 8 | al_pseudo_masked |" in proc.stderr
 
 
 def test_the_baseline_picks_the_best_cut_points_on_the_pool() -> None:

@@ -12,8 +12,9 @@
   ``mean_teacher``; ``fixmatch``; ``bcp``; ``all_labelled`` (every pool study labelled: the ceiling); and
   the combined arm registered in the issue, ``al_pseudo_masked``: the N studies the best strategy of
   ``anatomy_al.py``'s run labelled first (its campaign of the same seed and pool, read from that run's
-  job files), then ``pseudo_masked`` on the rest (the studies that campaign skipped as unreadable are
-  left out, as the server leaves them out).
+  job files), then ``pseudo_masked`` on the rest (the studies that campaign had skipped as unreadable
+  by its N-th label are left out, as the server leaves them out; until 2026-12-03 every study it
+  skipped within its whole campaign was left out, which told the arm of traps it had not met yet).
 - Reported per pool and N: test Dice (mean of grey and white matter) per arm with 95 % t-intervals, the
   paired difference to ``labelled_only``, the gap (``all_labelled - labelled_only``) and the share of it
   each semi-supervised arm closes, ``(arm - labelled_only) / gap`` on seed means, with a 95 % percentile
@@ -65,13 +66,22 @@ GOAL_SHARE = 0.30
 SETS = {"mixture": ("pool", "test"), "control": ("control_pool", "control_test")}
 
 
-def al_picks(al_jobs: Path, variant: str, pool: str, seed: int, strategy: str) -> tuple[list[int], list[int]]:
-    """The pool indices ``strategy`` labelled (in order) and skipped in ``anatomy_al.py``'s campaign."""
+def al_picks(al_jobs: Path, variant: str, pool: str, seed: int, strategy: str, n: int) -> list[int]:
+    """The combined arm's picks: the pool indices ``strategy`` labelled first in ``anatomy_al.py``'s
+    campaign (in order), then ``-1``, then the studies that campaign had skipped by the time its ``n``-th
+    label came (its first draw's skips, then the traps it was given before that label): what a server
+    would leave out of training at that point. Skips met later in the campaign are not known then."""
     found = sorted(al_jobs.glob(f"{variant}_{pool}_{seed}_*.json"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"no anatomy_al.py job for {variant} {pool} seed {seed} in {al_jobs}: run it first")
-    run = json.loads(found[-1].read_text())["strategies"][strategy]  # the newest run of that job
-    return list(run["labelled_ids"]), list(run["skipped_ids"])
+    job = json.loads(found[-1].read_text())  # the newest run of that job
+    run = job["strategies"][strategy]
+    known, labelled = int(job["initial"]["skipped"]), len(job["initial"]["labelled"])
+    for kind in run["picks"]:
+        if labelled >= n:
+            break
+        known, labelled = (known + 1, labelled) if kind == "trap" else (known, labelled + 1)
+    return [*run["labelled_ids"], -1, *run["skipped_ids"][:known]]
 
 
 def run_task(
@@ -271,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     tasks: list[tuple[str, int, int, str, list[int] | None]] = []
     for kind in kinds:
         for seed in range(seeds):
-            labelled, skipped = al_picks(args.al_jobs, args.variant, kind, seed, strategy)
             tasks.append((kind, seed, 0, "all_labelled", None))
             for n in labels:
                 tasks += [(kind, seed, n, arm, None) for arm in ("labelled_only", *SEMI)]
-                tasks.append((kind, seed, n, COMBINED, [*labelled, -1, *skipped]))
+                picks = al_picks(args.al_jobs, args.variant, kind, seed, strategy, n)
+                tasks.append((kind, seed, n, COMBINED, picks))
     t0 = time.perf_counter()
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as ex:

@@ -23,15 +23,21 @@ from anatomy_pool import Study  # noqa: E402
 STRATEGIES = {"random", "stratified_random", "entropy", "epistemic", "tta", "hybrid"}
 
 
-def run_smoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``anatomy_al.py --smoke`` with the job and pool caches under ``tmp_path``."""
-    caches = ["--cache", str(tmp_path / "jobs"), "--pool-cache", str(tmp_path / "pools")]
+def benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<script> --smoke *args`` in a subprocess, from the repository root."""
     return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "anatomy_al.py"), "--smoke", *caches, *args],
+        [sys.executable, str(REPO / "benchmarks" / script), "--smoke", *args],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=REPO,
+    )
+
+
+def run_smoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``anatomy_al.py --smoke`` with the job and pool caches under ``tmp_path``."""
+    return benchmark(
+        "anatomy_al.py", "--cache", str(tmp_path / "jobs"), "--pool-cache", str(tmp_path / "pools"), *args
     )
 
 
@@ -88,20 +94,7 @@ def test_pseudo_label_smoke_run_takes_the_campaigns_picks(
     out = tmp_path / "pseudo"
     args = ["--al-jobs", str(tmp_path / "jobs"), "--al-report", str(tmp_path / "out" / "anatomy_al_2d.json")]
     args += ["--cache", str(tmp_path / "pjobs"), "--pool-cache", str(tmp_path / "pools"), "--out", str(out)]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "anatomy_pseudo.py"),
-            "--smoke",
-            "--pools",
-            "mixture",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
+    proc = benchmark("anatomy_pseudo.py", "--pools", "mixture", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "anatomy_pseudo_2d.json").read_text())
     assert (out / "anatomy_pseudo_2d.png").stat().st_size > 10_000

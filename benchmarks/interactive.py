@@ -70,6 +70,7 @@ from server.training.segmentation import SegmentationTrainer  # noqa: E402
 
 LABELS = {"organ": 1, "lesion": 2, "vessel": 3}
 CLICKS = (0, 1, 3, 5, 10)
+EPOCHS, TRAIN_STUDIES = 40, 24  # the default run, whose checkpoints interactive_probe.py reuses
 MAX_CLICKS = 10
 ARMS = ("network", "consistent")
 AUTO_BELOW = 0.80  # the goal's subset: structures the automatic model gets below 80 % Dice
@@ -134,16 +135,20 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2.0 * (pred & truth).sum() / total)
 
 
-def next_click(pred: np.ndarray, truth: np.ndarray, value: int) -> list[int] | None:
-    """The voxel of the largest error region (for structure ``value``) farthest from its edge."""
-    error = (pred == value) != (truth == value)
-    if not error.any():
+def deepest_voxel(mask: np.ndarray) -> list[int] | None:
+    """The voxel of the largest connected region of ``mask`` farthest from its edge; none when empty."""
+    if not mask.any():
         return None
-    regions, n = ndimage.label(error)
-    sizes = ndimage.sum(error, regions, range(1, n + 1))
+    regions, n = ndimage.label(mask)
+    sizes = ndimage.sum(mask, regions, range(1, n + 1))
     largest = regions == (int(np.argmax(sizes)) + 1)
     depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]
     return [int(v) for v in np.unravel_index(int(np.argmax(depth)), largest.shape)]
+
+
+def next_click(pred: np.ndarray, truth: np.ndarray, value: int) -> list[int] | None:
+    """The voxel of the largest error region (for structure ``value``) farthest from its edge."""
+    return deepest_voxel((pred == value) != (truth == value))
 
 
 def run_task(task: Any, net: torch.nn.Module, image: Path, params: dict[str, Any], work: Path) -> np.ndarray:
@@ -284,8 +289,8 @@ def checkpoint_folder(root: Path, epochs: int, n_train: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--train", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--train", type=int, default=TRAIN_STUDIES)
     ap.add_argument("--test", type=int, default=12)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "interactive.json")
     ap.add_argument("--checkpoints", type=Path, default=REPO / "benchmarks" / ".cache" / "interactive")

@@ -22,33 +22,37 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from interactive import LABELS, REPO, checkpoint_folder, dice, loaded, next_click, run_task, write_pool
+from interactive import (
+    EPOCHS,
+    LABELS,
+    REPO,
+    TRAIN_STUDIES,
+    checkpoint_folder,
+    deepest_voxel,
+    dice,
+    loaded,
+    next_click,
+    run_task,
+    write_pool,
+)
 
 from server.inference.deepedit import DeepEditTask
 from server.inference.segmentation import SegmentationConfig
-from server.training.deepedit import centre_click
 
 DEV_SEEDS = range(2000, 2004)
 STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 
 
-def deepest(mask: np.ndarray) -> list[list[int]]:
-    """A seed at the deepest voxel of the largest connected region of ``mask`` (none when empty)."""
-    if not mask.any():
-        return []
-    regions, n = ndimage.label(mask)
-    sizes = ndimage.sum(mask, regions, range(1, n + 1))
-    return centre_click(regions == int(np.argmax(sizes)) + 1)
-
-
 def main() -> None:
     torch.set_num_threads(2)
     task = DeepEditTask(LABELS, SegmentationConfig(preset="mr", spacing=None, roi_size=(64, 64, 64)))
-    kept = checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", 40, 24) / "deepedit.pt"
+    kept = (
+        checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", EPOCHS, TRAIN_STUDIES)
+        / "deepedit.pt"
+    )
     net = loaded(task, kept)
     names = {v: k for k, v in LABELS.items()}
     curves: dict[str, list[list[float]]] = {"plain": [], "seeded": []}
@@ -59,7 +63,9 @@ def main() -> None:
             image = Path(item["image"])
             truth = np.asarray(nib.load(item["label"]).dataobj)
             start = run_task(task, net, image, {}, work)
-            seeds = {"background": deepest(start == 0), **{n: deepest(start == v) for n, v in LABELS.items()}}
+            centres = {"background": deepest_voxel(start == 0)}
+            centres.update({n: deepest_voxel(start == v) for n, v in LABELS.items()})
+            seeds = {n: [p] if p else [] for n, p in centres.items()}  # a seed per label the prediction has
             for name in STRUCTURES:
                 value = LABELS[name]
                 for arm, curve_list in curves.items():
@@ -68,9 +74,8 @@ def main() -> None:
                     for _ in range(CLICKS):
                         point = next_click(pred, truth, value)
                         if point is not None:
-                            clicks.setdefault(names.get(int(truth[tuple(point)]), "background"), []).append(
-                                point
-                            )
+                            owner = names.get(int(truth[tuple(point)]), "background")
+                            clicks.setdefault(owner, []).append(point)
                             sent = dict(clicks)
                             if arm == "seeded":
                                 sent.update({n: s for n, s in seeds.items() if n not in sent})

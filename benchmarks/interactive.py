@@ -27,8 +27,16 @@ Protocol (fixed before the first run; not tuned after it):
 
 Prints JSON and a table; writes ``benchmarks/results/interactive.json``.
 
-    .venv/bin/python benchmarks/interactive.py                 # about 25 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/interactive.py                 # about 20 minutes on 2 quiet CPU cores
     .venv/bin/python benchmarks/interactive.py --epochs 2 --train 6 --test 2 --out /tmp/i.json  # smoke
+
+Registered run, 2026-12-03, fixed before its result: the default run's best checkpoints were both
+from epoch 39 of 40 (the validation Dice still rising), so the training budget is the first suspect
+for NoC@90; the same protocol at four times the epochs, nothing else changed, is
+
+    .venv/bin/python benchmarks/interactive.py --epochs 160 --out benchmarks/results/interactive_e160.json
+
+and is reported beside the default run, whatever it shows.
 
 Trained checkpoints are kept in ``--checkpoints`` and reused, so an inference-side change is measured
 without training again. Their folder is named by the epochs, the training studies and a hash of the

@@ -11,10 +11,20 @@ studies (seeds 2000-2003) outside its test set, for the lesion and the vessel (t
 without clicks). Prints the mean Dice after 0-5 clicks per arm.
 
     .venv/bin/python benchmarks/interactive_probe.py      # a few minutes; run interactive.py first
+
+Second question (``--question clicks``): which clicks does the network ignore? For each click of the
+same protocol (5 per structure, network alone, development seeds 2000-2005): whether the clicked voxel
+has the clicked label after the call, and how deep the click sits in its error region (the distance to
+the region's edge, in voxels: 1 is a region one voxel thick, a boundary shell). Prints one line per
+structure and the share of clicks ignored. ``--epochs`` picks which kept checkpoint (``160`` for the
+registered longer run).
+
+    .venv/bin/python benchmarks/interactive_probe.py --question clicks --epochs 160
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interactive import (
@@ -47,13 +58,59 @@ CLICKS = 5
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--question", choices=("seeds", "clicks"), default="seeds")
+    ap.add_argument("--epochs", type=int, default=EPOCHS)
+    args = ap.parse_args()
     torch.set_num_threads(2)
     task = DeepEditTask(LABELS, SegmentationConfig(preset="mr", spacing=None, roi_size=(64, 64, 64)))
     kept = (
-        checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", EPOCHS, TRAIN_STUDIES)
+        checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", args.epochs, TRAIN_STUDIES)
         / "deepedit.pt"
     )
     net = loaded(task, kept)
+    if args.question == "clicks":
+        ignored_clicks(task, net)
+    else:
+        seeded_labels(task, net)
+
+
+def ignored_clicks(task: DeepEditTask, net: torch.nn.Module) -> None:
+    """Per click: honoured or ignored, and its depth in the error region."""
+    names = {v: k for k, v in LABELS.items()}
+    ignored = total = 0
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        for item in write_pool(Path(tmp) / "dev", range(2000, 2006)):
+            image = Path(item["image"])
+            truth = np.asarray(nib.load(item["label"]).dataobj)
+            for name in STRUCTURES:
+                value = LABELS[name]
+                clicks: dict[str, list[list[int]]] = {}
+                pred = run_task(task, net, image, {}, work)
+                line = [f"{dice(pred == value, truth == value):.3f}"]
+                for _ in range(CLICKS):
+                    point = next_click(pred, truth, value)
+                    if point is None:
+                        break
+                    error = (pred == value) != (truth == value)
+                    depth = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1, 1:-1][tuple(point)]
+                    owner = int(truth[tuple(point)])
+                    clicks.setdefault(names.get(owner, "background"), []).append(point)
+                    pred = run_task(task, net, image, {**clicks, "label": name}, work)
+                    honoured = int(pred[tuple(point)]) == owner
+                    ignored, total = ignored + (not honoured), total + 1
+                    kind = "inside" if owner == value else "outside"
+                    verdict = "honoured" if honoured else "IGNORED"
+                    score = dice(pred == value, truth == value)
+                    line.append(f"{kind} depth {depth:.1f} {verdict} {score:.3f}")
+                print(image.name, name, " | ".join(line), flush=True)
+    print(f"ignored {ignored} of {total} clicks")
+
+
+def seeded_labels(task: DeepEditTask, net: torch.nn.Module) -> None:
+    """Mean Dice after 0-5 clicks, unclicked labels seeded or not."""
     names = {v: k for k, v in LABELS.items()}
     curves: dict[str, list[list[float]]] = {"plain": [], "seeded": []}
     with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:

@@ -27,7 +27,7 @@ Protocol (fixed before the first run; not tuned after it):
 
 Prints JSON and a table; writes ``benchmarks/results/interactive.json``.
 
-    .venv/bin/python benchmarks/interactive.py                 # about 20 minutes on 2 quiet CPU cores
+    .venv/bin/python benchmarks/interactive.py                 # about 25 minutes on 2 quiet CPU cores
     .venv/bin/python benchmarks/interactive.py --epochs 2 --train 6 --test 2 --out /tmp/i.json  # smoke
 
 Registered run, 2026-12-03, fixed before its result: the default run's best checkpoints were both

@@ -288,6 +288,22 @@ TRAINING_CODE = (
 )
 
 
+def task_config() -> SegmentationConfig:
+    """Both models' inference settings: preset ``mr``, native spacing, 64^3 windows."""
+    return SegmentationConfig(preset="mr", spacing=None, roi_size=(64, 64, 64))
+
+
+def trainer_settings(config: SegmentationConfig) -> dict[str, Any]:
+    """What every trainer here is given besides its labels and network: the task's windows and
+    intensity transform, native spacing, a fifth of the studies for validation."""
+    return {
+        "roi_size": config.roi_size,
+        "spacing": None,
+        "intensity": lambda key: intensity_transform(key, "mr", None),
+        "val_split": 0.2,
+    }
+
+
 def checkpoint_folder(root: Path, epochs: int, n_train: int) -> Path:
     """Where checkpoints trained by this code at these settings are kept."""
     code = inspect.getsource(make_study) + inspect.getsource(train)
@@ -305,15 +321,10 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    config = SegmentationConfig(preset="mr", spacing=None, roi_size=(64, 64, 64))
+    config = task_config()
     auto_task = SegmentationTask(LABELS, config)
     edit_task = DeepEditTask(LABELS, config)
-    common: dict[str, Any] = {
-        "roi_size": config.roi_size,
-        "spacing": None,
-        "intensity": lambda key: intensity_transform(key, "mr", None),
-        "val_split": 0.2,
-    }
+    common = trainer_settings(config)
     with tempfile.TemporaryDirectory(prefix="ll-interactive-") as tmp:
         root = Path(tmp)
         train_items = write_pool(root / "train", range(args.train))

@@ -37,7 +37,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -56,17 +55,19 @@ from interactive import (
     loaded,
     next_click,
     run_task,
+    task_config,
     train,
+    trainer_settings,
     write_pool,
 )
 
 from server.inference import deepedit
 from server.inference.deepedit import DeepEditTask
 from server.inference.segmentation import SegmentationConfig
-from server.inference.transforms import intensity_transform
 from server.training.deepedit import DeepEditTrainer
 
 DEV_SEEDS = range(2000, 2004)
+CLICK_SEEDS = range(2000, 2006)  # the development studies of --question clicks and sigma
 STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    config = SegmentationConfig(preset="mr", spacing=None, roi_size=(64, 64, 64))
+    config = task_config()
     task = DeepEditTask(LABELS, config)
     folder = checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", args.epochs, TRAIN_STUDIES)
     net = loaded(task, folder / "deepedit.pt")
@@ -94,26 +95,23 @@ def narrow_guidance(task: DeepEditTask, config: SegmentationConfig, folder: Path
     """The kept model (guidance sigma 3) against one trained the same way with sigma :data:`NARROW`."""
     kept = folder / f"deepedit_sigma{NARROW}.pt"
     wide = deepedit.GUIDANCE_SIGMA
-    if not kept.is_file():
-        deepedit.GUIDANCE_SIGMA = NARROW  # read by the guidance signal, in training and in inference
-        common: dict[str, Any] = {
-            "roi_size": config.roi_size,
-            "spacing": None,
-            "intensity": lambda key: intensity_transform(key, "mr", None),
-            "val_split": 0.2,
-        }
-        trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **common)
-        with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-            items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
-            best, seconds = train(trainer, items, Path(tmp) / "deepedit", epochs)
-            shutil.copyfile(best, kept)
-        print(f"trained sigma {NARROW} in {seconds:.0f} s")
-    for sigma, path in ((wide, folder / "deepedit.pt"), (NARROW, kept)):
-        deepedit.GUIDANCE_SIGMA = sigma
-        curve, ignored, total = ignored_clicks(task, loaded(task, path), verbose=False)
-        scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
-        print(f"sigma {sigma}: {scores}  ignored {ignored} of {total} clicks", flush=True)
-    deepedit.GUIDANCE_SIGMA = wide
+    try:
+        if not kept.is_file():
+            deepedit.GUIDANCE_SIGMA = NARROW  # read by the guidance signal, in training and in inference
+            settings = trainer_settings(config)
+            trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **settings)
+            with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+                items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
+                best, seconds = train(trainer, items, Path(tmp) / "deepedit", epochs)
+                shutil.copyfile(best, kept)
+            print(f"trained sigma {NARROW} in {seconds:.0f} s")
+        for sigma, path in ((wide, folder / "deepedit.pt"), (NARROW, kept)):
+            deepedit.GUIDANCE_SIGMA = sigma
+            curve, ignored, total = ignored_clicks(task, loaded(task, path), verbose=False)
+            scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
+            print(f"sigma {sigma}: {scores}  ignored {ignored} of {total} clicks", flush=True)
+    finally:
+        deepedit.GUIDANCE_SIGMA = wide
 
 
 def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> tuple[list[float], int, int]:
@@ -125,7 +123,7 @@ def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> t
     with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
-        for item in write_pool(Path(tmp) / "dev", range(2000, 2006)):
+        for item in write_pool(Path(tmp) / "dev", CLICK_SEEDS):
             image = Path(item["image"])
             truth = np.asarray(nib.load(item["label"]).dataobj)
             for name in STRUCTURES:
@@ -135,11 +133,11 @@ def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> t
                 curve = [dice(pred == value, truth == value)]
                 line = [f"{curve[0]:.3f}"]
                 for _ in range(CLICKS):
-                    point = next_click(pred, truth, value)
+                    error = (pred == value) != (truth == value)
+                    point = deepest_voxel(error)  # next_click's choice, with the error kept for its depth
                     if point is None:
                         curve.append(curve[-1])
                         continue
-                    error = (pred == value) != (truth == value)
                     depth = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1, 1:-1][tuple(point)]
                     owner = int(truth[tuple(point)])
                     clicks.setdefault(names.get(owner, "background"), []).append(point)

@@ -33,7 +33,6 @@ studies above.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -49,20 +48,19 @@ from interactive import (
     LABELS,
     REPO,
     TRAIN_STUDIES,
-    checkpoint_folder,
+    checkpoint,
     deepest_voxel,
     dice,
     loaded,
     next_click,
     run_task,
     task_config,
-    train,
+    trained,
     trainer_settings,
     write_pool,
 )
 
-from server.inference import deepedit
-from server.inference.deepedit import DeepEditTask
+from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask
 from server.inference.segmentation import SegmentationConfig
 from server.training.deepedit import DeepEditTrainer
 
@@ -81,37 +79,33 @@ def main() -> None:
     torch.set_num_threads(2)
     config = task_config()
     task = DeepEditTask(LABELS, config)
-    folder = checkpoint_folder(REPO / "benchmarks" / ".cache" / "interactive", args.epochs, TRAIN_STUDIES)
-    net = loaded(task, folder / "deepedit.pt")
+    kept = REPO / "benchmarks" / ".cache" / "interactive"
+    net = loaded(task, checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA))
     if args.question == "clicks":
         ignored_clicks(task, net, verbose=True)
     elif args.question == "sigma":
-        narrow_guidance(task, config, folder, args.epochs)
+        narrow_guidance(task, net, config, kept, args.epochs)
     else:
         seeded_labels(task, net)
 
 
-def narrow_guidance(task: DeepEditTask, config: SegmentationConfig, folder: Path, epochs: int) -> None:
+def narrow_guidance(
+    task: DeepEditTask, net: torch.nn.Module, config: SegmentationConfig, kept: Path, epochs: int
+) -> None:
     """The kept model (guidance sigma 3) against one trained the same way with sigma :data:`NARROW`."""
-    kept = folder / f"deepedit_sigma{NARROW}.pt"
-    wide = deepedit.GUIDANCE_SIGMA
-    try:
-        if not kept.is_file():
-            deepedit.GUIDANCE_SIGMA = NARROW  # read by the guidance signal, in training and in inference
-            settings = trainer_settings(config)
-            trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **settings)
-            with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-                items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
-                best, seconds = train(trainer, items, Path(tmp) / "deepedit", epochs)
-                shutil.copyfile(best, kept)
-            print(f"trained sigma {NARROW} in {seconds:.0f} s")
-        for sigma, path in ((wide, folder / "deepedit.pt"), (NARROW, kept)):
-            deepedit.GUIDANCE_SIGMA = sigma
-            curve, ignored, total = ignored_clicks(task, loaded(task, path), verbose=False)
-            scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
-            print(f"sigma {sigma}: {scores}  ignored {ignored} of {total} clicks", flush=True)
-    finally:
-        deepedit.GUIDANCE_SIGMA = wide
+    narrow = DeepEditTask(LABELS, config, sigma=NARROW)
+    path = checkpoint(kept, "deepedit", epochs, TRAIN_STUDIES, NARROW)
+    trainer = DeepEditTrainer(
+        labels=LABELS, network_factory=narrow.network, guidance_sigma=NARROW, **trainer_settings(config)
+    )
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
+        seconds = trained(trainer, path, items, Path(tmp) / "deepedit", epochs, again=False)
+    print(f"sigma {NARROW} trained in {seconds:.0f} s")
+    for sigma, model, weights in ((task.sigma, task, net), (narrow.sigma, narrow, loaded(narrow, path))):
+        curve, ignored, total = ignored_clicks(model, weights, verbose=False)
+        scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
+        print(f"sigma {sigma:g}: {scores}  ignored {ignored} of {total} clicks", flush=True)
 
 
 def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> tuple[list[float], int, int]:

@@ -19,7 +19,9 @@ Settings (``--conf KEY VALUE``):
   over the stored bottleneck embeddings; request params ``strata`` / ``embeddings`` override them.
 - ``interactive``: ``true`` to host ``deepedit`` too, an interactive model that takes foreground and
   background clicks (3D Slicer's SmartEdit, the OHIF panel's Point Prompts) and its trainer; the app's
-  labels then include ``background`` (label 0), which is how the plugins send background clicks
+  labels then include ``background`` (label 0), which is how the plugins send background clicks;
+  ``deepedit_epochs`` (default 50) and ``deepedit_sigma``, the width in voxels of each click's Gaussian
+  guidance signal in training and inference (default 3, MONAI's)
 """
 
 from __future__ import annotations
@@ -27,8 +29,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.appspec import AppSpec, ModelSpec, ScoringSpec, TrainerSpec
-from server.inference.conf import conf_bool, conf_choice, conf_floats, conf_int, conf_ints, conf_list
-from server.inference.deepedit import DeepEditTask, with_background
+from server.inference.conf import (
+    conf_bool,
+    conf_choice,
+    conf_float,
+    conf_floats,
+    conf_int,
+    conf_ints,
+    conf_list,
+)
+from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask, with_background
 from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
@@ -136,16 +146,21 @@ def deepedit(
     label_map: dict[str, int], config: SegmentationConfig, conf: dict[str, str]
 ) -> tuple[ModelSpec, TrainerSpec]:
     """The interactive model: the automatic network's settings, with one guidance channel per label."""
+    sigma = conf_float(conf, "deepedit_sigma", GUIDANCE_SIGMA)
+    if not sigma > 0:
+        raise ValueError(f"--conf deepedit_sigma {sigma}: expected a positive number of voxels")
     task = DeepEditTask(
         label_map,
         config,
         f"DeepEdit: interactive {config.network} segmentation of {', '.join(label_map)} from clicks",
+        sigma=sigma,
     )
     epochs = conf_int(conf, "deepedit_epochs", 50, minimum=1)
     trainer = DeepEditTrainer(
         "deepedit",
         labels=label_map,
         network_factory=task.network,
+        guidance_sigma=sigma,
         roi_size=config.roi_size,
         spacing=config.spacing,
         intensity=lambda key: intensity_transform(key, config.preset, config.window),

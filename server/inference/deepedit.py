@@ -30,7 +30,7 @@ from server.inference.segmentation import SegmentationConfig, SegmentationTask, 
 from server.inference.task import Data, tensor_input
 from server.inference.transforms import channel_argmax
 
-GUIDANCE_SIGMA = 3  # voxels of the network's grid, MONAI's default for DeepEdit
+GUIDANCE_SIGMA = 3.0  # voxels of the network's grid, MONAI's default for DeepEdit; a model may set its own
 # Up to this many voxels a click runs the network once over the whole volume (as MONAI Label's DeepEdit
 # does): at 128^3 on two CPU cores 0.45 s, where 64^3 windows with a quarter overlap take 27 passes
 # (4.7 s). Larger volumes fall back to the model's sliding windows.
@@ -49,9 +49,12 @@ def with_background(labels: dict[str, int]) -> dict[str, int]:
     return {BACKGROUND: 0, **{k: v for k, v in labels.items() if k != BACKGROUND}}
 
 
-def guidance_channels(image: np.ndarray, guidance: dict[str, Any]) -> np.ndarray:
+def guidance_channels(
+    image: np.ndarray, guidance: dict[str, Any], sigma: float = GUIDANCE_SIGMA
+) -> np.ndarray:
     """``image`` (C, X, Y, Z) with its first channel kept and one guidance channel per entry of
-    ``guidance`` (label name to points ``[i, j, k]``, or MONAI's ``[d, i, j, k]``), in its order.
+    ``guidance`` (label name to points ``[i, j, k]``, or MONAI's ``[d, i, j, k]``), in its order, each a
+    Gaussian of ``sigma`` voxels around its points.
 
     The signal of MONAI's ``AddGuidanceSignalDeepEditd`` (a unit impulse at each click, MONAI's
     ``GaussianFilter``, then scaled to [0, 1]), computed on the kernel's patch around each click instead
@@ -60,12 +63,14 @@ def guidance_channels(image: np.ndarray, guidance: dict[str, Any]) -> np.ndarray
     """
     volume = np.asarray(image, dtype=np.float32)
     channels = [volume[:1]] + [
-        guidance_signal(volume.shape[1:], points)[None] for points in guidance.values()
+        guidance_signal(volume.shape[1:], points, sigma)[None] for points in guidance.values()
     ]
     return np.concatenate(channels, axis=0)
 
 
-def guidance_signal(shape: Sequence[int], points: Sequence[Sequence[int]]) -> np.ndarray:
+def guidance_signal(
+    shape: Sequence[int], points: Sequence[Sequence[int]], sigma: float = GUIDANCE_SIGMA
+) -> np.ndarray:
     """One label's guidance channel for a volume of ``shape`` (3D)."""
     signal = np.zeros(tuple(int(n) for n in shape), dtype=np.float32)
     clicks = {
@@ -75,7 +80,7 @@ def guidance_signal(shape: Sequence[int], points: Sequence[Sequence[int]]) -> np
     }
     if not clicks:
         return signal
-    k = gaussian_1d(torch.tensor(float(GUIDANCE_SIGMA)), truncated=4.0, approx="erf").numpy()
+    k = gaussian_1d(torch.tensor(float(sigma)), truncated=4.0, approx="erf").numpy()
     kernel = k[:, None, None] * k[None, :, None] * k[None, None, :]
     tail = len(k) // 2
     for click in clicks:
@@ -92,13 +97,21 @@ def guidance_signal(shape: Sequence[int], points: Sequence[Sequence[int]]) -> np
 class DeepEditTask(SegmentationTask):
     """``labels`` without ``background``; it is added as label 0. ``/info/`` lists the model as
     ``deepedit`` with all labels, which is what makes 3D Slicer's SmartEdit section and the OHIF panel's
-    Point Prompts offer it (and send one click list per label)."""
+    Point Prompts offer it (and send one click list per label). ``sigma``: the guidance Gaussian's width in
+    voxels of the network's grid; it must be the one the model was trained with."""
 
     type: ClassVar[str] = "deepedit"
 
     def __init__(
-        self, labels: dict[str, int], config: SegmentationConfig | None = None, description: str = ""
+        self,
+        labels: dict[str, int],
+        config: SegmentationConfig | None = None,
+        description: str = "",
+        sigma: float = GUIDANCE_SIGMA,
     ) -> None:
+        if not sigma > 0:
+            raise ValueError(f"guidance sigma must be positive, not {sigma}")
+        self.sigma = float(sigma)
         names = with_background(labels)
         base = config or SegmentationConfig()
         super().__init__(names, replace(base, in_channels=1 + len(names)), description)
@@ -126,7 +139,7 @@ class DeepEditTask(SegmentationTask):
         plain = tensor_input(data)
         if plain.shape[0] != 1:
             raise BadRequest(f"the model takes a single-channel image; the image has {plain.shape[0]}")
-        x = torch.from_numpy(guidance_channels(plain.numpy(), guidance))[None].to(device)
+        x = torch.from_numpy(guidance_channels(plain.numpy(), guidance, self.sigma))[None].to(device)
         c = self.config
         window = whole_volume_window(grid, c.roi_size)
         with torch.inference_mode():
@@ -175,5 +188,5 @@ class DeepEditTask(SegmentationTask):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "interactive": {"guidance": "clicks per label", "sigma": GUIDANCE_SIGMA},
+            "interactive": {"guidance": "clicks per label", "sigma": self.sigma},
         }

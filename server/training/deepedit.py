@@ -31,7 +31,7 @@ from monai.apps.deepedit.transforms import (
 from monai.transforms import Compose, MapTransform, Randomizable
 from scipy.ndimage import distance_transform_edt
 
-from server.inference.deepedit import guidance_channels, with_background
+from server.inference.deepedit import GUIDANCE_SIGMA, guidance_channels, with_background
 from server.training.base import TrainState
 from server.training.segmentation import SegmentationTrainer
 
@@ -43,9 +43,9 @@ class SeedClicksd(Randomizable, MapTransform):
     """One seed click per label present in the crop, as guidance channels after the image; the clicks
     themselves travel as JSON (``guidance``) for the interaction loop to add to."""
 
-    def __init__(self, names: dict[str, int]) -> None:
+    def __init__(self, names: dict[str, int], sigma: float = GUIDANCE_SIGMA) -> None:
         MapTransform.__init__(self, ["image", "label"])
-        self.names = names
+        self.names, self.sigma = names, sigma
         self.seed = AddInitialSeedPointMissingLabelsd(keys="label")
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> Any:
@@ -65,7 +65,7 @@ class SeedClicksd(Randomizable, MapTransform):
         }
         seeded: dict[Any, Any] = self.seed(item)
         guidance = {name: json.loads(seeded["guidance"][name]) for name in self.names}
-        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance))
+        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance, self.sigma))
         d["guidance"] = json.dumps(guidance)
         return d
 
@@ -74,15 +74,15 @@ class CentreClicksd(MapTransform):
     """One click per label present, at its deepest voxel (farthest from its edge): the deterministic
     first click that validation measures the model with."""
 
-    def __init__(self, names: dict[str, int]) -> None:
+    def __init__(self, names: dict[str, int], sigma: float = GUIDANCE_SIGMA) -> None:
         super().__init__(["image", "label"])
-        self.names = names
+        self.names, self.sigma = names, sigma
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         label = np.asarray(d["label"])[0]
         guidance = {name: centre_click(label == value) for name, value in self.names.items()}
-        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance))
+        d["image"] = torch.from_numpy(guidance_channels(np.asarray(d["image"])[:1], guidance, self.sigma))
         d["guidance"] = json.dumps(guidance)
         return d
 
@@ -96,7 +96,8 @@ def centre_click(mask: np.ndarray) -> list[list[int]]:
 
 
 class DeepEditTrainer(SegmentationTrainer):
-    """``labels`` without ``background`` (added as 0); ``network_factory`` is the DeepEdit task's."""
+    """``labels`` without ``background`` (added as 0); ``network_factory`` is the DeepEdit task's and
+    ``guidance_sigma`` its ``sigma`` (the guidance Gaussian's width, in voxels)."""
 
     def __init__(
         self,
@@ -106,9 +107,13 @@ class DeepEditTrainer(SegmentationTrainer):
         labels: dict[str, int],
         interaction_probability: float = 0.5,
         max_interactions: int = 3,
+        guidance_sigma: float = GUIDANCE_SIGMA,
         **kwargs: Any,
     ) -> None:
+        if not guidance_sigma > 0:
+            raise ValueError(f"guidance sigma must be positive, not {guidance_sigma}")
         self.names = with_background(labels)
+        self.guidance_sigma = float(guidance_sigma)
         self.interaction_probability = interaction_probability
         self.max_interactions = max_interactions
         self.add_clicks = AddRandomGuidanceDeepEditd(keys="NA")
@@ -117,10 +122,10 @@ class DeepEditTrainer(SegmentationTrainer):
         super().__init__(model, description, labels=self.names, **kwargs)
 
     def train_transforms(self) -> Compose:
-        return Compose([*super().train_transforms().transforms, SeedClicksd(self.names)])
+        return Compose([*super().train_transforms().transforms, SeedClicksd(self.names, self.guidance_sigma)])
 
     def val_transforms(self) -> Compose:
-        return Compose([*self.load_transforms(), CentreClicksd(self.names)])
+        return Compose([*self.load_transforms(), CentreClicksd(self.names, self.guidance_sigma)])
 
     def train_step(self, state: TrainState, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         if random.random() < self.interaction_probability:
@@ -154,7 +159,8 @@ class DeepEditTrainer(SegmentationTrainer):
                 n: [[int(v) for v in p] for p in added["guidance"].get(n, []) if p is not None]
                 for n in self.names
             }
-            images.append(torch.from_numpy(guidance_channels(image[b, :1].cpu().numpy(), clicks)))
+            signal = guidance_channels(image[b, :1].cpu().numpy(), clicks, self.guidance_sigma)
+            images.append(torch.from_numpy(signal))
             guidance.append(json.dumps(clicks))
         return {**batch, "image": torch.stack(images), "guidance": guidance}
 
@@ -162,4 +168,5 @@ class DeepEditTrainer(SegmentationTrainer):
         cfg = super().config()
         cfg["interaction_probability"] = self.interaction_probability
         cfg["max_interactions"] = self.max_interactions
+        cfg["guidance_sigma"] = self.guidance_sigma
         return cfg

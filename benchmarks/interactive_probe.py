@@ -28,6 +28,15 @@ for both models the mean Dice after 0-5 clicks and the share of ignored clicks o
 studies above.
 
     .venv/bin/python benchmarks/interactive_probe.py --question sigma   # about 15 minutes (training)
+
+Fourth question (``--question ceiling``): is NoC@90 <= 5 within reach of this click protocol at all? Arm
+``network`` is the kept model alone (10 clicks, development seeds 2000-2005, lesion and vessel); arm
+``local fix`` makes the same calls and then, for every click whose voxel is still wrong, sets the
+connected error region around it, within :data:`REACH` voxels (the consistency rule's reach), to the
+truth: what a click would give if the model corrected the region it was made in and nothing else.
+Prints the mean Dice after 0, 1, 3, 5 and 10 clicks and the mean NoC@85 / NoC@90 of both.
+
+    .venv/bin/python benchmarks/interactive_probe.py --question ceiling --epochs 160   # 2 minutes
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interactive import (
     EPOCHS,
     LABELS,
+    MAX_CLICKS,
     REPO,
     TRAIN_STUDIES,
     checkpoint,
@@ -53,6 +63,7 @@ from interactive import (
     dice,
     loaded,
     next_click,
+    noc,
     run_task,
     task_config,
     trained,
@@ -69,11 +80,12 @@ CLICK_SEEDS = range(2000, 2006)  # the development studies of --question clicks 
 STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
+REACH = 12  # voxels: how far --question ceiling's local fix reaches from its click
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--question", choices=("seeds", "clicks", "sigma"), default="seeds")
+    ap.add_argument("--question", choices=("seeds", "clicks", "sigma", "ceiling"), default="seeds")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -85,6 +97,8 @@ def main() -> None:
         ignored_clicks(task, net, verbose=True)
     elif args.question == "sigma":
         narrow_guidance(task, net, config, kept, args.epochs)
+    elif args.question == "ceiling":
+        local_fix_ceiling(task, net)
     else:
         seeded_labels(task, net)
 
@@ -148,6 +162,62 @@ def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> t
     if verbose:
         print(f"ignored {ignored} of {total} clicks")
     return [float(v) for v in np.mean(curves, axis=0)], ignored, total
+
+
+def local_fix_ceiling(task: DeepEditTask, net: torch.nn.Module) -> None:
+    """The network alone against the same calls followed by a perfect local correction of each click."""
+    names = {v: k for k, v in LABELS.items()}
+    curves: dict[str, list[list[float]]] = {"network": [], "local fix": []}
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        for item in write_pool(Path(tmp) / "dev", CLICK_SEEDS):
+            image = Path(item["image"])
+            truth = np.asarray(nib.load(item["label"]).dataobj)
+            for name in STRUCTURES:
+                value = LABELS[name]
+                for arm, rows in curves.items():
+                    clicks: dict[str, list[list[int]]] = {}
+                    made: list[list[int]] = []
+                    pred = run_task(task, net, image, {}, work)
+                    curve = [dice(pred == value, truth == value)]
+                    for _ in range(MAX_CLICKS):
+                        point = next_click(pred, truth, value)
+                        if point is not None:
+                            made.append(point)
+                            clicks.setdefault(names.get(int(truth[tuple(point)]), "background"), []).append(
+                                point
+                            )
+                            pred = run_task(task, net, image, {**clicks, "label": name}, work)
+                            if arm == "local fix":
+                                for clicked in made:
+                                    fix_region(pred, truth, value, clicked)
+                        curve.append(dice(pred == value, truth == value))
+                    rows.append(curve)
+                    print(image.name, name, f"{arm:<10}", " ".join(f"{d:.3f}" for d in curve), flush=True)
+    for arm, rows in curves.items():
+        mean = np.mean(rows, axis=0)
+        nocs = {t: np.mean([noc(r, t)[0] for r in rows]) for t in (0.85, 0.90)}
+        print(
+            f"{arm:<10} n={len(rows)} "
+            + " ".join(f"@{n}:{mean[n]:.3f}" for n in (0, 1, 3, 5, 10))
+            + f"  NoC@85 {nocs[0.85]:.2f}  NoC@90 {nocs[0.90]:.2f}"
+        )
+
+
+def fix_region(pred: np.ndarray, truth: np.ndarray, value: int, point: list[int]) -> None:
+    """Set the error region (for structure ``value``) around ``point``, within :data:`REACH`, to the truth."""
+    error = (pred == value) != (truth == value)
+    if not error[tuple(point)]:
+        return
+    c = np.asarray(point)
+    lo, hi = np.maximum(c - REACH, 0), np.minimum(c + REACH + 1, pred.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    grid = np.ogrid[tuple(slice(0, int(n)) for n in hi - lo)]
+    ball = sum((g - int(v)) ** 2 for g, v in zip(grid, c - lo, strict=True)) <= REACH**2
+    regions, _ = ndimage.label(error[box] & ball)
+    region = regions == regions[tuple(c - lo)]
+    pred[box][region] = truth[box][region]
 
 
 def seeded_labels(task: DeepEditTask, net: torch.nn.Module) -> None:

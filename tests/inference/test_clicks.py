@@ -55,7 +55,8 @@ def test_points_follow_the_affines() -> None:
     assert to_grid([[0, 3, 4], [9, 0, 0]], source, flipped, (20, 20, 20)) == [[19, 6, 8], [1, 0, 0]]
 
 
-def test_guidance_matches_monai_add_guidance_signal() -> None:
+@pytest.mark.parametrize("sigma", [GUIDANCE_SIGMA, 1.0, 2.5])
+def test_guidance_matches_monai_add_guidance_signal(sigma: float) -> None:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(1, 30, 24, 20)).astype(np.float32)
     guidance = {
@@ -63,8 +64,8 @@ def test_guidance_matches_monai_add_guidance_signal() -> None:
         "liver": [[15, 12, 10], [16, 12, 10], [15, 12, 10]],  # overlapping and repeated
         "tumour": [],
     }
-    ours = guidance_channels(image, guidance)
-    step = AddGuidanceSignalDeepEditd(keys="image", guidance="guidance", sigma=GUIDANCE_SIGMA)
+    ours = guidance_channels(image, guidance, sigma)
+    step = AddGuidanceSignalDeepEditd(keys="image", guidance="guidance", sigma=sigma)
     theirs = np.asarray(step({"image": image.copy(), "guidance": guidance})["image"])
     assert ours.shape == theirs.shape == (4, 30, 24, 20)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)

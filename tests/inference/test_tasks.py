@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from server.apploader import AppLoadError, load_app
+from server.inference.deepedit import guidance_channels
 from server.inference.networks import segmentation_network
 from server.inference.request import InferRequest
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
@@ -87,6 +89,28 @@ def test_app_settings_are_checked_at_load() -> None:
             load_app(APPS / "segmentation", bad)
     with pytest.raises(AppLoadError, match="pretrained"):
         load_app(APPS / "classification", {"pretrained": "/nonexistent/weights.pt"})
+
+
+def test_deepedit_guidance_sigma_is_one_setting_for_the_model_and_its_trainer() -> None:
+    """``--conf deepedit_sigma`` reaches inference, ``/info/`` and training alike: a model called with
+    another width than it was trained with would read its clicks wrongly."""
+    default = load_app(APPS / "segmentation", {"interactive": "true"})
+    assert default.models["deepedit"].task.describe()["interactive"]["sigma"] == 3.0
+    spec = load_app(APPS / "segmentation", {"interactive": "true", "deepedit_sigma": "1.5"})
+    task, trainer = spec.models["deepedit"].task, spec.trainers["deepedit"].task
+    assert task.describe()["interactive"]["sigma"] == 1.5
+    assert trainer.config()["guidance_sigma"] == 1.5
+    # The trainer's clicks become the same channels the model is called with.
+    item = {"image": np.zeros((1, 12, 12, 12), np.float32), "label": np.zeros((1, 12, 12, 12), np.uint8)}
+    item["label"][0, 4:8, 4:8, 4:8] = 1
+    clicked = trainer.val_transforms().transforms[-1](item)
+    guidance = json.loads(clicked["guidance"])
+    expected = guidance_channels(item["image"], guidance, 1.5)
+    np.testing.assert_allclose(np.asarray(clicked["image"]), expected)
+    assert not np.allclose(expected, guidance_channels(item["image"], guidance, 3.0))
+    for bad in ("0", "-1", "wide"):
+        with pytest.raises(AppLoadError, match="deepedit_sigma"):
+            load_app(APPS / "segmentation", {"interactive": "true", "deepedit_sigma": bad})
 
 
 @pytest.mark.parametrize("network", ["densenet121", "resnet18", "cnn"])

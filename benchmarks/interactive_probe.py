@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -103,6 +104,15 @@ def main() -> None:
         seeded_labels(task, net)
 
 
+def dev_studies(seeds: range) -> Iterator[tuple[Path, np.ndarray, Path]]:
+    """Each development study's image file and its truth, with a scratch folder for the calls."""
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        for item in write_pool(Path(tmp) / "dev", seeds):
+            yield Path(item["image"]), np.asarray(nib.load(item["label"]).dataobj), work
+
+
 def narrow_guidance(
     task: DeepEditTask, net: torch.nn.Module, config: SegmentationConfig, kept: Path, epochs: int
 ) -> None:
@@ -128,37 +138,32 @@ def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> t
     names = {v: k for k, v in LABELS.items()}
     ignored = total = 0
     curves = []
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        for item in write_pool(Path(tmp) / "dev", CLICK_SEEDS):
-            image = Path(item["image"])
-            truth = np.asarray(nib.load(item["label"]).dataobj)
-            for name in STRUCTURES:
-                value = LABELS[name]
-                clicks: dict[str, list[list[int]]] = {}
-                pred = run_task(task, net, image, {}, work)
-                curve = [dice(pred == value, truth == value)]
-                line = [f"{curve[0]:.3f}"]
-                for _ in range(CLICKS):
-                    error = (pred == value) != (truth == value)
-                    point = deepest_voxel(error)  # next_click's choice, with the error kept for its depth
-                    if point is None:
-                        curve.append(curve[-1])
-                        continue
-                    depth = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1, 1:-1][tuple(point)]
-                    owner = int(truth[tuple(point)])
-                    clicks.setdefault(names.get(owner, "background"), []).append(point)
-                    pred = run_task(task, net, image, {**clicks, "label": name}, work)
-                    honoured = int(pred[tuple(point)]) == owner
-                    ignored, total = ignored + (not honoured), total + 1
-                    kind = "inside" if owner == value else "outside"
-                    verdict = "honoured" if honoured else "IGNORED"
-                    curve.append(dice(pred == value, truth == value))
-                    line.append(f"{kind} depth {depth:.1f} {verdict} {curve[-1]:.3f}")
-                curves.append(curve)
-                if verbose:
-                    print(image.name, name, " | ".join(line), flush=True)
+    for image, truth, work in dev_studies(CLICK_SEEDS):
+        for name in STRUCTURES:
+            value = LABELS[name]
+            clicks: dict[str, list[list[int]]] = {}
+            pred = run_task(task, net, image, {}, work)
+            curve = [dice(pred == value, truth == value)]
+            line = [f"{curve[0]:.3f}"]
+            for _ in range(CLICKS):
+                error = (pred == value) != (truth == value)
+                point = deepest_voxel(error)  # next_click's choice, with the error kept for its depth
+                if point is None:
+                    curve.append(curve[-1])
+                    continue
+                depth = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1, 1:-1][tuple(point)]
+                owner = int(truth[tuple(point)])
+                clicks.setdefault(names.get(owner, "background"), []).append(point)
+                pred = run_task(task, net, image, {**clicks, "label": name}, work)
+                honoured = int(pred[tuple(point)]) == owner
+                ignored, total = ignored + (not honoured), total + 1
+                kind = "inside" if owner == value else "outside"
+                verdict = "honoured" if honoured else "IGNORED"
+                curve.append(dice(pred == value, truth == value))
+                line.append(f"{kind} depth {depth:.1f} {verdict} {curve[-1]:.3f}")
+            curves.append(curve)
+            if verbose:
+                print(image.name, name, " | ".join(line), flush=True)
     if verbose:
         print(f"ignored {ignored} of {total} clicks")
     return [float(v) for v in np.mean(curves, axis=0)], ignored, total
@@ -168,33 +173,27 @@ def local_fix_ceiling(task: DeepEditTask, net: torch.nn.Module) -> None:
     """The network alone against the same calls followed by a perfect local correction of each click."""
     names = {v: k for k, v in LABELS.items()}
     curves: dict[str, list[list[float]]] = {"network": [], "local fix": []}
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        for item in write_pool(Path(tmp) / "dev", CLICK_SEEDS):
-            image = Path(item["image"])
-            truth = np.asarray(nib.load(item["label"]).dataobj)
-            for name in STRUCTURES:
-                value = LABELS[name]
-                for arm, rows in curves.items():
-                    clicks: dict[str, list[list[int]]] = {}
-                    made: list[list[int]] = []
-                    pred = run_task(task, net, image, {}, work)
-                    curve = [dice(pred == value, truth == value)]
-                    for _ in range(MAX_CLICKS):
-                        point = next_click(pred, truth, value)
-                        if point is not None:
-                            made.append(point)
-                            clicks.setdefault(names.get(int(truth[tuple(point)]), "background"), []).append(
-                                point
-                            )
-                            pred = run_task(task, net, image, {**clicks, "label": name}, work)
-                            if arm == "local fix":
-                                for clicked in made:
-                                    fix_region(pred, truth, value, clicked)
-                        curve.append(dice(pred == value, truth == value))
-                    rows.append(curve)
-                    print(image.name, name, f"{arm:<10}", " ".join(f"{d:.3f}" for d in curve), flush=True)
+    for image, truth, work in dev_studies(CLICK_SEEDS):
+        for name in STRUCTURES:
+            value = LABELS[name]
+            for arm, rows in curves.items():
+                clicks: dict[str, list[list[int]]] = {}
+                made: list[list[int]] = []
+                pred = run_task(task, net, image, {}, work)
+                curve = [dice(pred == value, truth == value)]
+                for _ in range(MAX_CLICKS):
+                    point = next_click(pred, truth, value)
+                    if point is not None:
+                        made.append(point)
+                        owner = names.get(int(truth[tuple(point)]), "background")
+                        clicks.setdefault(owner, []).append(point)
+                        pred = run_task(task, net, image, {**clicks, "label": name}, work)
+                        if arm == "local fix":
+                            for clicked in made:
+                                fix_region(pred, truth, value, clicked)
+                    curve.append(dice(pred == value, truth == value))
+                rows.append(curve)
+                print(image.name, name, f"{arm:<10}", " ".join(f"{d:.3f}" for d in curve), flush=True)
     for arm, rows in curves.items():
         mean = np.mean(rows, axis=0)
         nocs = {t: np.mean([noc(r, t)[0] for r in rows]) for t in (0.85, 0.90)}
@@ -224,33 +223,28 @@ def seeded_labels(task: DeepEditTask, net: torch.nn.Module) -> None:
     """Mean Dice after 0-5 clicks, unclicked labels seeded or not."""
     names = {v: k for k, v in LABELS.items()}
     curves: dict[str, list[list[float]]] = {"plain": [], "seeded": []}
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        for item in write_pool(Path(tmp) / "dev", DEV_SEEDS):
-            image = Path(item["image"])
-            truth = np.asarray(nib.load(item["label"]).dataobj)
-            start = run_task(task, net, image, {}, work)
-            centres = {"background": deepest_voxel(start == 0)}
-            centres.update({n: deepest_voxel(start == v) for n, v in LABELS.items()})
-            seeds = {n: [p] if p else [] for n, p in centres.items()}  # a seed per label the prediction has
-            for name in STRUCTURES:
-                value = LABELS[name]
-                for arm, curve_list in curves.items():
-                    clicks: dict[str, list[list[int]]] = {}
-                    pred, curve = start, [dice(start == value, truth == value)]
-                    for _ in range(CLICKS):
-                        point = next_click(pred, truth, value)
-                        if point is not None:
-                            owner = names.get(int(truth[tuple(point)]), "background")
-                            clicks.setdefault(owner, []).append(point)
-                            sent = dict(clicks)
-                            if arm == "seeded":
-                                sent.update({n: s for n, s in seeds.items() if n not in sent})
-                            pred = run_task(task, net, image, {**sent, "label": name}, work)
-                        curve.append(dice(pred == value, truth == value))
-                    curve_list.append(curve)
-                    print(image.name, name, arm, [round(c, 3) for c in curve], flush=True)
+    for image, truth, work in dev_studies(DEV_SEEDS):
+        start = run_task(task, net, image, {}, work)
+        centres = {"background": deepest_voxel(start == 0)}
+        centres.update({n: deepest_voxel(start == v) for n, v in LABELS.items()})
+        seeds = {n: [p] if p else [] for n, p in centres.items()}  # a seed per label the prediction has
+        for name in STRUCTURES:
+            value = LABELS[name]
+            for arm, curve_list in curves.items():
+                clicks: dict[str, list[list[int]]] = {}
+                pred, curve = start, [dice(start == value, truth == value)]
+                for _ in range(CLICKS):
+                    point = next_click(pred, truth, value)
+                    if point is not None:
+                        owner = names.get(int(truth[tuple(point)]), "background")
+                        clicks.setdefault(owner, []).append(point)
+                        sent = dict(clicks)
+                        if arm == "seeded":
+                            sent.update({n: s for n, s in seeds.items() if n not in sent})
+                        pred = run_task(task, net, image, {**sent, "label": name}, work)
+                    curve.append(dice(pred == value, truth == value))
+                curve_list.append(curve)
+                print(image.name, name, arm, [round(c, 3) for c in curve], flush=True)
     for arm, rows in curves.items():
         mean = np.mean(rows, axis=0)
         print(f"{arm:<8} n={len(rows)} " + " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(mean)))

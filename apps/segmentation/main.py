@@ -38,7 +38,7 @@ from server.inference.conf import (
     conf_ints,
     conf_list,
 )
-from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask, with_background
+from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask, checked_sigma, with_background
 from server.inference.networks import SEGMENTATION_NETWORKS, UNET_CHANNELS
 from server.inference.segmentation import SegmentationConfig, SegmentationTask
 from server.inference.transforms import intensity_transform
@@ -147,8 +147,10 @@ def deepedit(
 ) -> tuple[ModelSpec, TrainerSpec]:
     """The interactive model: the automatic network's settings, with one guidance channel per label."""
     sigma = conf_float(conf, "deepedit_sigma", GUIDANCE_SIGMA)
-    if not sigma > 0:
-        raise ValueError(f"--conf deepedit_sigma {sigma}: expected a positive number of voxels")
+    try:
+        sigma = checked_sigma(sigma)
+    except ValueError as exc:
+        raise ValueError(f"--conf deepedit_sigma: {exc}") from None
     task = DeepEditTask(
         label_map,
         config,

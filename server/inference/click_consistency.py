@@ -13,8 +13,8 @@ gave the same (wrong) label, that look like it, and that lie within the click's 
   of the smoothed image is estimated around the click (the robust spread of the image minus its
   smoothing, scaled to what smoothing leaves of white noise), so the rule needs no intensity units.
   Only the click's box is smoothed: milliseconds per click at any volume size.
-- Within reach: a ball of :data:`REACH` voxels, the support of the click's guidance signal (MONAI's
-  DeepEdit Gaussian of sigma 3, truncated at 4 sigma).
+- Within reach: a ball of :data:`REACH` voxels, the support of MONAI's default guidance signal (a
+  Gaussian of sigma 3, truncated at 4 sigma), whatever width the model's guidance has.
 - Clicks are applied in order: a later click wins where two regions meet.
 
 The rule was fixed before it was measured (``benchmarks/interactive.py`` reports the network alone and
@@ -35,7 +35,7 @@ from scipy import ndimage
 
 SMOOTH_SIGMA = 1.0  # voxels
 TOLERANCE = 3.0  # noise deviations of the smoothed image
-REACH = 12  # voxels: 4 x DeepEdit's guidance sigma of 3
+REACH = 12  # voxels: 4 x MONAI's default DeepEdit guidance sigma of 3
 MARGIN = 4  # voxels around the reach, smoothed with it (4 x SMOOTH_SIGMA: the Gaussian's truncation)
 # What a Gaussian of sigma 1 leaves of white noise (sqrt of the sum of its squared 3D weights), and of
 # the residual (image minus smoothed): std ratios, so the smoothed noise is residual * SMOOTHED / RESIDUAL.

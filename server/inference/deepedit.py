@@ -31,6 +31,9 @@ from server.inference.task import Data, tensor_input
 from server.inference.transforms import channel_argmax
 
 GUIDANCE_SIGMA = 3.0  # voxels of the network's grid, MONAI's default for DeepEdit; a model may set its own
+# The widest guidance a model may ask for: the signal is built on a patch of (8 sigma + 1)^3 voxels
+# around each click (129^3 at 16), and a click wider than that is no longer a point.
+MAX_GUIDANCE_SIGMA = 16.0
 # Up to this many voxels a click runs the network once over the whole volume (as MONAI Label's DeepEdit
 # does): at 128^3 on two CPU cores 0.45 s, where 64^3 windows with a quarter overlap take 27 passes
 # (4.7 s). Larger volumes fall back to the model's sliding windows.
@@ -42,6 +45,15 @@ def whole_volume_window(shape: Sequence[int], roi: Sequence[int]) -> tuple[int, 
     strides divide it) when it holds at most :data:`WHOLE_VOLUME_VOXELS`; else ``roi``."""
     whole = tuple(max(int(r), -(-int(n) // 16) * 16) for n, r in zip(shape, roi, strict=True))
     return whole if int(np.prod(whole)) <= WHOLE_VOLUME_VOXELS else tuple(int(r) for r in roi)
+
+
+def checked_sigma(sigma: float) -> float:
+    """``sigma`` as a float, if it is a usable guidance width: above 0, at most :data:`MAX_GUIDANCE_SIGMA`."""
+    if not 0 < sigma <= MAX_GUIDANCE_SIGMA:
+        raise ValueError(
+            f"the guidance sigma must be above 0 and at most {MAX_GUIDANCE_SIGMA:g} voxels, not {sigma}"
+        )
+    return float(sigma)
 
 
 def with_background(labels: dict[str, int]) -> dict[str, int]:
@@ -109,9 +121,7 @@ class DeepEditTask(SegmentationTask):
         description: str = "",
         sigma: float = GUIDANCE_SIGMA,
     ) -> None:
-        if not sigma > 0:
-            raise ValueError(f"guidance sigma must be positive, not {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = checked_sigma(sigma)
         names = with_background(labels)
         base = config or SegmentationConfig()
         super().__init__(names, replace(base, in_channels=1 + len(names)), description)

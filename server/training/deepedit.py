@@ -31,7 +31,7 @@ from monai.apps.deepedit.transforms import (
 from monai.transforms import Compose, MapTransform, Randomizable
 from scipy.ndimage import distance_transform_edt
 
-from server.inference.deepedit import GUIDANCE_SIGMA, guidance_channels, with_background
+from server.inference.deepedit import GUIDANCE_SIGMA, checked_sigma, guidance_channels, with_background
 from server.training.base import TrainState
 from server.training.segmentation import SegmentationTrainer
 
@@ -110,10 +110,8 @@ class DeepEditTrainer(SegmentationTrainer):
         guidance_sigma: float = GUIDANCE_SIGMA,
         **kwargs: Any,
     ) -> None:
-        if not guidance_sigma > 0:
-            raise ValueError(f"guidance sigma must be positive, not {guidance_sigma}")
         self.names = with_background(labels)
-        self.guidance_sigma = float(guidance_sigma)
+        self.guidance_sigma = checked_sigma(guidance_sigma)
         self.interaction_probability = interaction_probability
         self.max_interactions = max_interactions
         self.add_clicks = AddRandomGuidanceDeepEditd(keys="NA")

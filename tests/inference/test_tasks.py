@@ -108,7 +108,7 @@ def test_deepedit_guidance_sigma_is_one_setting_for_the_model_and_its_trainer() 
     expected = guidance_channels(item["image"], guidance, 1.5)
     np.testing.assert_allclose(np.asarray(clicked["image"]), expected)
     assert not np.allclose(expected, guidance_channels(item["image"], guidance, 3.0))
-    for bad in ("0", "-1", "wide"):
+    for bad in ("0", "-1", "nan", "17", "inf", "wide"):
         with pytest.raises(AppLoadError, match="deepedit_sigma"):
             load_app(APPS / "segmentation", {"interactive": "true", "deepedit_sigma": bad})
 

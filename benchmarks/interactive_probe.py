@@ -37,6 +37,14 @@ truth: what a click would give if the model corrected the region it was made in 
 Prints the mean Dice after 0, 1, 3, 5 and 10 clicks and the mean NoC@85 / NoC@90 of both.
 
     .venv/bin/python benchmarks/interactive_probe.py --question ceiling --epochs 160   # 2 minutes
+
+Fifth question (``--question studies``): does the network take clicks better when it has seen more
+studies rather than the same studies more often? Trains the DeepEdit model as ``interactive.py`` does
+(sigma 3) on :data:`MORE_STUDIES` training studies (seeds 0-95, the last 4 held out) for as many steps
+as the kept ``--epochs`` model had on 24 (20 trained on), and prints for both the mean Dice after 0-5
+clicks and the share of ignored clicks on the development studies of ``--question clicks``.
+
+    .venv/bin/python benchmarks/interactive_probe.py --question studies   # about 15 minutes (training)
 """
 
 from __future__ import annotations
@@ -82,11 +90,12 @@ STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
 REACH = 12  # voxels: how far --question ceiling's local fix reaches from its click
+MORE_STUDIES = 96  # --question studies: four times interactive.py's training studies
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--question", choices=("seeds", "clicks", "sigma", "ceiling"), default="seeds")
+    ap.add_argument("--question", choices=("seeds", "clicks", "sigma", "ceiling", "studies"), default="seeds")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -100,6 +109,8 @@ def main() -> None:
         narrow_guidance(task, net, config, kept, args.epochs)
     elif args.question == "ceiling":
         local_fix_ceiling(task, net)
+    elif args.question == "studies":
+        more_studies(task, net, config, kept, args.epochs)
     else:
         seeded_labels(task, net)
 
@@ -130,6 +141,33 @@ def narrow_guidance(
         curve, ignored, total = ignored_clicks(model, weights, verbose=False)
         scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
         print(f"sigma {sigma:g}: {scores}  ignored {ignored} of {total} clicks", flush=True)
+
+
+def more_studies(
+    task: DeepEditTask, net: torch.nn.Module, config: SegmentationConfig, kept: Path, epochs: int
+) -> None:
+    """The kept model against one trained for as many steps on :data:`MORE_STUDIES` studies."""
+    held = 4  # interactive.train holds the last 4 studies out for validation
+    steps = epochs * (TRAIN_STUDIES - held)
+    more_epochs = max(1, round(steps / (MORE_STUDIES - held)))
+    path = checkpoint(kept, "deepedit", more_epochs, MORE_STUDIES, task.sigma)
+    trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **trainer_settings(config))
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        items = write_pool(Path(tmp) / "train", range(MORE_STUDIES))
+        seconds = trained(trainer, path, items, Path(tmp) / "deepedit", more_epochs, again=False)
+    print(f"{MORE_STUDIES} studies x {more_epochs} epochs trained in {seconds:.0f} s")
+    runs = (
+        (f"{TRAIN_STUDIES} studies x {epochs} epochs", net, steps),
+        (
+            f"{MORE_STUDIES} studies x {more_epochs} epochs",
+            loaded(task, path),
+            more_epochs * (MORE_STUDIES - held),
+        ),
+    )
+    for name, weights, n_steps in runs:
+        curve, ignored, total = ignored_clicks(task, weights, verbose=False)
+        scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
+        print(f"{name} ({n_steps} steps): {scores}  ignored {ignored} of {total} clicks", flush=True)
 
 
 def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> tuple[list[float], int, int]:

@@ -53,8 +53,9 @@ and is reported beside the 160-epoch run, whatever it shows.
 Trained checkpoints are kept in ``--checkpoints`` and reused, so an inference-side change is measured
 without training again. Each model's file is named by the epochs, the training studies and a hash of the
 code that trains it (the pool, this script's training call, and that model's trainers, network,
-intensity transforms and, for DeepEdit, guidance and its sigma: :data:`TRAINING_CODE`): a change to any
-of these trains that model again. ``--retrain`` trains both again regardless.
+intensity transforms and, for DeepEdit, the guidance signal's functions and its sigma:
+:data:`TRAINING_CODE`): a change to any of these trains that model again; a change to the rest of the
+inference code does not. ``--retrain`` trains both again regardless.
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask  # noqa: E402
+from server.inference.deepedit import (  # noqa: E402
+    GUIDANCE_SIGMA,
+    DeepEditTask,
+    guidance_channels,
+    guidance_signal,
+)
 from server.inference.request import InferRequest  # noqa: E402
 from server.inference.segmentation import SegmentationConfig, SegmentationTask  # noqa: E402
 from server.inference.transforms import intensity_transform  # noqa: E402
@@ -303,7 +309,6 @@ TRAINING_CODE = {
         "server/training/base.py",
         "server/training/segmentation.py",
         "server/training/deepedit.py",
-        "server/inference/deepedit.py",
         "server/inference/networks.py",
         "server/inference/transforms.py",
     ),
@@ -333,7 +338,9 @@ def checkpoint(root: Path, model: str, epochs: int, n_train: int, sigma: float |
     use. Its training seconds are kept beside it (``.json``)."""
     code = inspect.getsource(make_study) + inspect.getsource(train)
     code += "".join((REPO / f).read_text() for f in TRAINING_CODE[model])
-    code += "" if sigma is None else f"sigma={float(sigma)}"
+    if model == "deepedit":  # its guidance signal, not the rest of the inference module
+        code += inspect.getsource(guidance_channels) + inspect.getsource(guidance_signal)
+        code += f"sigma={float(sigma if sigma is not None else GUIDANCE_SIGMA)}"
     return root / f"e{epochs}_t{n_train}" / f"{model}_{hashlib.sha256(code.encode()).hexdigest()[:12]}.pt"
 
 

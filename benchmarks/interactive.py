@@ -349,7 +349,7 @@ def trained(
 ) -> float:
     """Train into ``path`` unless it is kept (or ``again``); the seconds its training took."""
     seconds = path.with_suffix(".json")
-    if again or not seconds.is_file():
+    if again or not (seconds.is_file() and path.is_file()):
         best, took = train(trainer, items, work, epochs)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(best, path)

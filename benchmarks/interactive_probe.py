@@ -32,7 +32,7 @@ studies above.
 Fourth question (``--question ceiling``): is NoC@90 <= 5 within reach of this click protocol at all? Arm
 ``network`` is the kept model alone (10 clicks, development seeds 2000-2005, lesion and vessel); arm
 ``local fix`` makes the same calls and then, for every click whose voxel is still wrong, sets the
-connected error region around it, within :data:`REACH` voxels (the consistency rule's reach), to the
+connected error region around it, within 12 voxels (the consistency rule's ``REACH``), to the
 truth: what a click would give if the model corrected the region it was made in and nothing else.
 Prints the mean Dice after 0, 1, 3, 5 and 10 clicks and the mean NoC@85 / NoC@90 of both.
 
@@ -80,6 +80,7 @@ from interactive import (
     write_pool,
 )
 
+from server.inference.click_consistency import within_reach
 from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask
 from server.inference.segmentation import SegmentationConfig
 from server.training.deepedit import DeepEditTrainer
@@ -89,7 +90,6 @@ CLICK_SEEDS = range(2000, 2006)  # the development studies of --question clicks 
 STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
-REACH = 12  # voxels: how far --question ceiling's local fix reaches from its click
 MORE_STUDIES = 96  # --question studies: four times interactive.py's training studies
 
 
@@ -133,14 +133,10 @@ def narrow_guidance(
     trainer = DeepEditTrainer(
         labels=LABELS, network_factory=narrow.network, guidance_sigma=NARROW, **trainer_settings(config)
     )
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
-        seconds = trained(trainer, path, items, Path(tmp) / "deepedit", epochs, again=False)
+    seconds = train_kept(trainer, path, TRAIN_STUDIES, epochs)
     print(f"sigma {NARROW} trained in {seconds:.0f} s")
-    for sigma, model, weights in ((task.sigma, task, net), (narrow.sigma, narrow, loaded(narrow, path))):
-        curve, ignored, total = ignored_clicks(model, weights, verbose=False)
-        scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
-        print(f"sigma {sigma:g}: {scores}  ignored {ignored} of {total} clicks", flush=True)
+    print_clicks(f"sigma {task.sigma:g}", task, net)
+    print_clicks(f"sigma {narrow.sigma:g}", narrow, loaded(narrow, path))
 
 
 def more_studies(
@@ -152,22 +148,27 @@ def more_studies(
     more_epochs = max(1, round(steps / (MORE_STUDIES - held)))
     path = checkpoint(kept, "deepedit", more_epochs, MORE_STUDIES, task.sigma)
     trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **trainer_settings(config))
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        items = write_pool(Path(tmp) / "train", range(MORE_STUDIES))
-        seconds = trained(trainer, path, items, Path(tmp) / "deepedit", more_epochs, again=False)
+    seconds = train_kept(trainer, path, MORE_STUDIES, more_epochs)
     print(f"{MORE_STUDIES} studies x {more_epochs} epochs trained in {seconds:.0f} s")
-    runs = (
-        (f"{TRAIN_STUDIES} studies x {epochs} epochs", net, steps),
-        (
-            f"{MORE_STUDIES} studies x {more_epochs} epochs",
-            loaded(task, path),
-            more_epochs * (MORE_STUDIES - held),
-        ),
+    print_clicks(f"{TRAIN_STUDIES} studies x {epochs} epochs ({steps} steps)", task, net)
+    more_steps = more_epochs * (MORE_STUDIES - held)
+    print_clicks(
+        f"{MORE_STUDIES} studies x {more_epochs} epochs ({more_steps} steps)", task, loaded(task, path)
     )
-    for name, weights, n_steps in runs:
-        curve, ignored, total = ignored_clicks(task, weights, verbose=False)
-        scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
-        print(f"{name} ({n_steps} steps): {scores}  ignored {ignored} of {total} clicks", flush=True)
+
+
+def train_kept(trainer: DeepEditTrainer, path: Path, studies: int, epochs: int) -> float:
+    """Train on the pool's first ``studies`` into ``path`` unless it is kept; the seconds training took."""
+    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
+        items = write_pool(Path(tmp) / "train", range(studies))
+        return trained(trainer, path, items, Path(tmp) / "deepedit", epochs, again=False)
+
+
+def print_clicks(name: str, task: DeepEditTask, net: torch.nn.Module) -> None:
+    """One line: the mean Dice after 0-5 clicks on the development studies and the clicks ignored."""
+    curve, ignored, total = ignored_clicks(task, net, verbose=False)
+    scores = " ".join(f"@{i}:{d:.3f}" for i, d in enumerate(curve))
+    print(f"{name}: {scores}  ignored {ignored} of {total} clicks", flush=True)
 
 
 def ignored_clicks(task: DeepEditTask, net: torch.nn.Module, verbose: bool) -> tuple[list[float], int, int]:
@@ -243,17 +244,15 @@ def local_fix_ceiling(task: DeepEditTask, net: torch.nn.Module) -> None:
 
 
 def fix_region(pred: np.ndarray, truth: np.ndarray, value: int, point: list[int]) -> None:
-    """Set the error region (for structure ``value``) around ``point``, within :data:`REACH`, to the truth."""
+    """Set the error region (for structure ``value``) around ``point``, within the consistency rule's
+    reach, to the truth."""
     error = (pred == value) != (truth == value)
     if not error[tuple(point)]:
         return
-    c = np.asarray(point)
-    lo, hi = np.maximum(c - REACH, 0), np.minimum(c + REACH + 1, pred.shape)
+    lo, hi, ball = within_reach(point, pred.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    grid = np.ogrid[tuple(slice(0, int(n)) for n in hi - lo)]
-    ball = sum((g - int(v)) ** 2 for g, v in zip(grid, c - lo, strict=True)) <= REACH**2
     regions, _ = ndimage.label(error[box] & ball)
-    region = regions == regions[tuple(c - lo)]
+    region = regions == regions[tuple(np.asarray(point) - lo)]
     pred[box][region] = truth[box][region]
 
 

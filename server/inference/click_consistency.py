@@ -67,7 +67,7 @@ def consistent_labels(
         if wrong == label:
             continue
         # The click's reach, and around it the margin its smoothing needs.
-        lo, hi = np.maximum(c - REACH, 0), np.minimum(c + REACH + 1, shape)
+        lo, hi, ball = within_reach(point, labels.shape)
         outer_lo, outer_hi = np.maximum(lo - MARGIN, 0), np.minimum(hi + MARGIN, shape)
         outer = tuple(slice(a, b) for a, b in zip(outer_lo, outer_hi, strict=True))
         smooth, noise = smoothed_noise(image[outer])
@@ -76,8 +76,6 @@ def consistent_labels(
         local = tuple(c - lo)
         near = tuple(slice(max(v - 1, 0), v + 2) for v in local)
         reference = float(smooth[near].mean())
-        grid = np.ogrid[tuple(slice(0, int(n)) for n in hi - lo)]
-        ball = sum((g - v) ** 2 for g, v in zip(grid, local, strict=True)) <= REACH**2
         box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         candidate = (out[box] == wrong) & ball & _band(smooth, ball, reference, noise)
         candidate[local] = True
@@ -86,6 +84,16 @@ def consistent_labels(
         out[box][region] = label
         changed[box] |= region
     return out, changed
+
+
+def within_reach(point: Sequence[int], shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The box of the volume (of ``shape``) within :data:`REACH` voxels of ``point``, as its first and
+    past-the-last corners, and the ball of that radius around the point inside the box."""
+    c = np.asarray(point, dtype=int)
+    lo, hi = np.maximum(c - REACH, 0), np.minimum(c + REACH + 1, np.asarray(shape))
+    grid = np.ogrid[tuple(slice(0, int(n)) for n in hi - lo)]
+    ball = sum((g - int(v)) ** 2 for g, v in zip(grid, c - lo, strict=True)) <= REACH**2
+    return lo, hi, np.asarray(ball)
 
 
 def _band(smooth: np.ndarray, ball: np.ndarray, reference: float, noise: float) -> np.ndarray:

@@ -331,16 +331,19 @@ def trainer_settings(config: SegmentationConfig) -> dict[str, Any]:
     }
 
 
-def checkpoint(root: Path, model: str, epochs: int, n_train: int, sigma: float | None = None) -> Path:
-    """Where ``model`` (``automatic`` or ``deepedit``, with its guidance ``sigma``) trained by this code at
-    these settings is kept: named by a hash of the pool, :func:`train` and the model's
-    :data:`TRAINING_CODE`, so a change to the DeepEdit code leaves the automatic model's checkpoint in
-    use. Its training seconds are kept beside it (``.json``)."""
+def checkpoint(
+    root: Path, model: str, epochs: int, n_train: int, sigma: float | None = None, click_loss: float = 0.0
+) -> Path:
+    """Where ``model`` (``automatic`` or ``deepedit``, with its guidance ``sigma`` and ``click_loss``)
+    trained by this code at these settings is kept: named by a hash of the pool, :func:`train` and the
+    model's :data:`TRAINING_CODE`, so a change to the DeepEdit code leaves the automatic model's checkpoint
+    in use. Its training seconds are kept beside it (``.json``)."""
     code = inspect.getsource(make_study) + inspect.getsource(train)
     code += "".join((REPO / f).read_text() for f in TRAINING_CODE[model])
     if model == "deepedit":  # its guidance signal, not the rest of the inference module
         code += inspect.getsource(guidance_channels) + inspect.getsource(guidance_signal)
         code += f"sigma={float(sigma if sigma is not None else GUIDANCE_SIGMA)}"
+        code += f"click_loss={float(click_loss)}" if click_loss else ""
     return root / f"e{epochs}_t{n_train}" / f"{model}_{hashlib.sha256(code.encode()).hexdigest()[:12]}.pt"
 
 
@@ -365,6 +368,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "interactive.json")
     ap.add_argument("--checkpoints", type=Path, default=REPO / "benchmarks" / ".cache" / "interactive")
     ap.add_argument("--sigma", type=float, default=GUIDANCE_SIGMA, help="guidance Gaussian, voxels")
+    ap.add_argument("--click-loss", type=float, default=0.0, help="DeepEdit's clicked-error loss weight")
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -380,12 +384,18 @@ def main() -> None:
         work.mkdir()
         paths = {
             "automatic": checkpoint(args.checkpoints, "automatic", args.epochs, args.train),
-            "deepedit": checkpoint(args.checkpoints, "deepedit", args.epochs, args.train, args.sigma),
+            "deepedit": checkpoint(
+                args.checkpoints, "deepedit", args.epochs, args.train, args.sigma, args.click_loss
+            ),
         }
         trainers = {
             "automatic": SegmentationTrainer(labels=LABELS, network_factory=auto_task.network, **common),
             "deepedit": DeepEditTrainer(
-                labels=LABELS, network_factory=edit_task.network, guidance_sigma=args.sigma, **common
+                labels=LABELS,
+                network_factory=edit_task.network,
+                guidance_sigma=args.sigma,
+                click_loss=args.click_loss,
+                **common,
             ),
         }
         seconds = {
@@ -405,6 +415,7 @@ def main() -> None:
         "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
         "epochs": args.epochs,
         "guidance_sigma": args.sigma,
+        "click_loss": args.click_loss,
         "train_studies": args.train,
         "test_studies": args.test,
         "train_seconds": {k: round(v, 1) for k, v in seconds.items()},

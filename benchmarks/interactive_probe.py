@@ -45,6 +45,14 @@ as the kept ``--epochs`` model had on 24 (20 trained on), and prints for both th
 clicks and the share of ignored clicks on the development studies of ``--question clicks``.
 
     .venv/bin/python benchmarks/interactive_probe.py --question studies   # about 15 minutes (training)
+
+Sixth question (``--question focus``): does the network take clicks when its loss weighs the clicked
+errors? Trains the DeepEdit model as ``interactive.py`` does (sigma 3, same studies, ``--epochs``) with
+the trainer's ``click_loss`` at :data:`FOCUS` (the cross-entropy on the error regions the clicks of each
+simulated round stand in, averaged over them, added to the segmentation loss), and prints for both the
+mean Dice after 0-5 clicks and the share of ignored clicks on the development studies above.
+
+    .venv/bin/python benchmarks/interactive_probe.py --question focus   # about 15 minutes (training)
 """
 
 from __future__ import annotations
@@ -91,11 +99,14 @@ STRUCTURES = ("lesion", "vessel")
 CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
 MORE_STUDIES = 96  # --question studies: four times interactive.py's training studies
+FOCUS = 1.0  # --question focus: the clicked errors weigh as much as the whole crop's segmentation loss
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--question", choices=("seeds", "clicks", "sigma", "ceiling", "studies"), default="seeds")
+    ap.add_argument(
+        "--question", choices=("seeds", "clicks", "sigma", "ceiling", "studies", "focus"), default="seeds"
+    )
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -111,6 +122,8 @@ def main() -> None:
         local_fix_ceiling(task, net)
     elif args.question == "studies":
         more_studies(task, net, config, kept, args.epochs)
+    elif args.question == "focus":
+        clicked_loss(task, net, config, kept, args.epochs)
     else:
         seeded_labels(task, net)
 
@@ -155,6 +168,20 @@ def more_studies(
     print_clicks(
         f"{MORE_STUDIES} studies x {more_epochs} epochs ({more_steps} steps)", task, loaded(task, path)
     )
+
+
+def clicked_loss(
+    task: DeepEditTask, net: torch.nn.Module, config: SegmentationConfig, kept: Path, epochs: int
+) -> None:
+    """The kept model against one trained the same way with ``click_loss`` :data:`FOCUS`."""
+    path = checkpoint(kept, "deepedit", epochs, TRAIN_STUDIES, task.sigma, FOCUS)
+    trainer = DeepEditTrainer(
+        labels=LABELS, network_factory=task.network, click_loss=FOCUS, **trainer_settings(config)
+    )
+    seconds = train_kept(trainer, path, TRAIN_STUDIES, epochs)
+    print(f"click loss {FOCUS:g} trained in {seconds:.0f} s")
+    print_clicks("click loss 0", task, net)
+    print_clicks(f"click loss {FOCUS:g}", task, loaded(task, path))
 
 
 def train_kept(trainer: DeepEditTrainer, path: Path, studies: int, epochs: int) -> float:

@@ -16,9 +16,9 @@ Hooks: ``network``, ``loss``, ``optimizer``, ``augmentations`` (MONAI random tra
 train/validation split, a ``CacheDataset`` whose cache rate follows a byte budget, AMP on CUDA only),
 ``wrap`` (DDP under torchrun: the data is sharded with a ``DistributedSampler`` and only rank 0 writes),
 ``objective`` (supervised, or with ``semi_supervised.enabled`` and unlabelled studies a teacher's loss on
-them too: :mod:`server.training.semi`), ``train_epoch`` and ``train_step``, ``evaluate`` (the best
-checkpoint), ``on_epoch_end`` (the last checkpoint, early stopping, the train stats that MONAI Label
-clients read) and ``result``. A new regime overrides a hook; it never edits ``run``.
+them too: :mod:`server.training.semi`), ``train_epoch``, ``train_step`` and its ``step_loss``,
+``evaluate`` (the best checkpoint), ``on_epoch_end`` (the last checkpoint, early stopping, the train
+stats that MONAI Label clients read) and ``result``. A new regime overrides a hook; it never edits ``run``.
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         progress = state.iterations / max(1, len(state.train_loader))
         with torch.autocast(device_type=state.device.type, enabled=state.use_amp):
-            loss = state.objective.loss(state.model, state.loss_fn, image, label, progress)
+            loss = self.step_loss(state, batch, image, label, progress)
         if state.scaler is not None:
             state.scaler.scale(loss).backward()
             state.scaler.step(opt)
@@ -374,6 +374,18 @@ class Trainer:
             opt.step()
         state.objective.after_step(state.network)
         return loss.detach().float(), int(image.shape[0])
+
+    def step_loss(
+        self,
+        state: TrainState,
+        batch: dict[str, Any],
+        image: torch.Tensor,
+        label: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        """What one step minimises (under autocast): the objective's loss; a recipe may add a term that
+        needs more of the batch than its image and label."""
+        return state.objective.loss(state.model, state.loss_fn, image, label, progress)
 
     def evaluate(self, state: TrainState) -> None:
         """The key metric on the validation studies (all ranks); a better one saves ``best.pt``."""

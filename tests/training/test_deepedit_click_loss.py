@@ -17,7 +17,7 @@ from server.inference.click_consistency import REACH
 from server.inference.deepedit import DeepEditTask
 from server.inference.segmentation import SegmentationConfig
 from server.training.base import Supervised, TrainContext
-from server.training.deepedit import DeepEditTrainer, clicked_errors, focused_cross_entropy
+from server.training.deepedit import CLICK_BAND, DeepEditTrainer, clicked_errors, focused_cross_entropy
 
 NAMES = {"background": 0, "lesion": 1, "vessel": 2}
 
@@ -27,7 +27,7 @@ def ball(shape: tuple[int, int, int], centre: tuple[int, int, int], radius: floa
     return sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
 
 
-def test_the_clicked_error_is_the_missed_region_connected_to_the_click_within_reach() -> None:
+def test_the_clicked_error_is_the_missed_region_at_the_click_and_a_band_around_it_within_reach() -> None:
     shape = (48, 48, 48)
     truth = np.zeros(shape, np.uint8)
     truth[ball(shape, (24, 24, 24), 6)] = 1
@@ -37,21 +37,26 @@ def test_the_clicked_error_is_the_missed_region_connected_to_the_click_within_re
     shell = (truth == 1) & (pred != 1)
 
     focus = clicked_errors(truth, pred, {"lesion": [[0, 24, 24, 29]]}, NAMES)  # MONAI's [d, i, j, k]
-    np.testing.assert_array_equal(focus, shell)  # the whole shell: connected, within reach
+    assert focus[shell].all()  # the whole shell: connected to the click, within reach
+    assert CLICK_BAND == 2
+    assert focus[24, 24, 24 + 6 + 2] and not focus[24, 24, 24 + 6 + 3]  # the band past the truth's edge
+    assert focus[24, 24, 24 + 5 - 2] and not focus[24, 24, 24 + 5 - 3]  # and inside, where pred is right
+    assert not focus[:, :, 36:].any()  # the vessel, unclicked, weighs nothing
 
     vessel = clicked_errors(truth, pred, {"vessel": [[24, 40, 40]]}, NAMES)
-    assert vessel.sum() == 2 * REACH + 1  # the missed vessel, cut to the click's reach
-    assert vessel[24 - REACH : 24 + REACH + 1, 40, 40].all()
+    assert vessel[24 - REACH : 24 + REACH + 1, 40, 40].all()  # the missed vessel, cut to the reach
+    assert not vessel[24 + REACH + 1 :].any() and not vessel[: 24 - REACH].any()
+    assert vessel[24, 42, 40] and not vessel[24, 43, 40]
 
     honoured = clicked_errors(truth, pred, {"lesion": [[24, 24, 24]], "background": [[2, 2, 2]]}, NAMES)
     assert not honoured.any()  # clicks the prediction already agrees with weigh nothing
     both = clicked_errors(truth, pred, {"lesion": [[24, 24, 29]], "vessel": [[24, 40, 40]]}, NAMES)
-    np.testing.assert_array_equal(both, shell | vessel)
+    np.testing.assert_array_equal(both, focus | vessel)
 
-    # A background click in a false positive weighs the false positive it stands in.
+    # A background click in a false positive weighs the false positive it stands in, and its band.
     pred[30:34, 8:12, 8:12] = 1
     blob = clicked_errors(truth, pred, {"background": [[31, 9, 9]]}, NAMES)
-    assert blob.sum() == 64 and blob[30:34, 8:12, 8:12].all()
+    assert blob[30:34, 8:12, 8:12].all() and blob[28, 9, 9] and not blob[27, 9, 9]
 
 
 def test_the_focused_cross_entropy_averages_over_the_clicked_errors_only() -> None:

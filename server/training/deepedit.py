@@ -13,8 +13,8 @@ As MONAI's ``monai.apps.deepedit.interaction.Interaction`` does it, with MONAI's
   after the first click, deterministic and comparable across versions.
 
 Beyond MONAI's recipe, ``click_loss`` (0, off, by default) weighs the clicked errors: the loss gains that
-weight times the cross-entropy averaged over the regions the clicks stand in and a band around them
-(:func:`clicked_errors`).
+weight times the cross-entropy averaged over the regions the clicks on labels stand in and a band around
+them (:func:`clicked_errors`).
 The segmentation loss averages over the whole crop, where an error region one or two voxels thick
 around a click counts for almost nothing, so the network can learn to ignore clicks at no cost.
 """
@@ -39,6 +39,7 @@ from monai.transforms import Compose, MapTransform, Randomizable
 from scipy import ndimage
 
 from server.inference.click_consistency import within_reach
+from server.inference.clicks import BACKGROUND
 from server.inference.deepedit import GUIDANCE_SIGMA, checked_sigma, guidance_channels, with_background
 from server.training.base import TrainState
 from server.training.segmentation import SegmentationTrainer
@@ -210,7 +211,8 @@ class DeepEditTrainer(SegmentationTrainer):
 
     def interact(self, state: TrainState, batch: dict[str, Any], probability: float) -> dict[str, Any]:
         """One simulated round: predict, add clicks where the prediction is wrong, rebuild the guidance;
-        ``focus``: the errors of this prediction around all the clicks (:func:`clicked_errors`)."""
+        ``focus``: the errors of this prediction around the clicks on labels (:func:`clicked_errors`;
+        not around background clicks, which sit on look-alikes the loss would teach it to miss)."""
         image = batch["image"].to(state.device)
         state.model.eval()
         with torch.no_grad(), torch.autocast(device_type=state.device.type, enabled=state.use_amp):
@@ -235,7 +237,8 @@ class DeepEditTrainer(SegmentationTrainer):
             guidance.append(json.dumps(clicks))
             if self.click_loss:
                 truth = np.asarray(item["label"])[0]
-                focus.append(torch.from_numpy(clicked_errors(truth, pred[b][0], clicks, self.names))[None])
+                on_labels = {n: points for n, points in clicks.items() if n != BACKGROUND}
+                focus.append(torch.from_numpy(clicked_errors(truth, pred[b][0], on_labels, self.names))[None])
         out = {**batch, "image": torch.stack(images), "guidance": guidance}
         return {**out, "focus": torch.stack(focus)} if focus else out
 

@@ -3,6 +3,7 @@ run with it computes it from the clicks it simulates."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,7 +99,8 @@ def test_a_step_adds_the_weighted_clicked_error_term_to_the_objective() -> None:
 def test_training_with_the_click_loss_weighs_the_errors_of_its_simulated_clicks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A short real run: every step with simulated clicks carries their error regions to the loss."""
+    """A short real run: every step with simulated clicks carries their error regions to the loss (what
+    they hold: the simulated round's test below)."""
     labels = {"lesion": 1}
     task = DeepEditTask(labels, SegmentationConfig(preset="mr", spacing=None, roi_size=(24, 24, 24)))
     trainer = DeepEditTrainer(
@@ -113,6 +115,7 @@ def test_training_with_the_click_loss_weighs_the_errors_of_its_simulated_clicks(
     step_loss = DeepEditTrainer.step_loss
 
     def spy(self: DeepEditTrainer, state: object, batch: dict, *args: object) -> torch.Tensor:
+        assert batch["focus"].shape == batch["label"].shape and batch["focus"].dtype == torch.bool
         seen.append(int(batch["focus"].sum()))
         return step_loss(self, state, batch, *args)  # type: ignore[arg-type]
 
@@ -138,5 +141,41 @@ def test_training_with_the_click_loss_weighs_the_errors_of_its_simulated_clicks(
             )
         )
     assert result.best_checkpoint is not None
-    assert len(seen) == 3  # every training study's step had clicks
-    assert any(seen)  # an untrained network is wrong around some of its clicks
+    assert len(seen) == 3  # every training study's step had clicks, and their errors went to the loss
+
+
+class Constant(torch.nn.Module):
+    """A network that labels every voxel ``label`` (of ``classes``)."""
+
+    def __init__(self, label: int, classes: int) -> None:
+        super().__init__()
+        self.label, self.classes = label, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.classes, *x.shape[2:])
+        logits[:, self.label] = 1.0
+        return logits
+
+
+@pytest.mark.parametrize("predicted", [0, 1])
+def test_a_simulated_round_weighs_the_errors_of_clicks_on_labels_not_on_background(predicted: int) -> None:
+    """All background predicted: the lesion's clicks stand in a missed lesion, weighed. All lesion
+    predicted: only background clicks stand in errors, and they are not weighed."""
+    task = DeepEditTask({"lesion": 1}, SegmentationConfig(roi_size=(24, 24, 24)))
+    trainer = DeepEditTrainer(labels={"lesion": 1}, network_factory=task.network, click_loss=1.0)
+    lesion = ball((24, 24, 24), (12, 12, 12), 5)
+    label = torch.from_numpy(lesion.astype(np.uint8))[None, None]
+    batch = {
+        "image": torch.zeros(1, 3, 24, 24, 24),
+        "label": label,
+        "guidance": [json.dumps({"background": [[2, 2, 2]], "lesion": [[12, 12, 12]]})],
+    }
+    state = SimpleNamespace(model=Constant(predicted, 2), device=torch.device("cpu"), use_amp=False)
+    out = trainer.interact(state, batch, 1.0)  # type: ignore[arg-type]
+    focus = out["focus"][0, 0].numpy()
+    clicks = json.loads(out["guidance"][0])
+    if predicted == 0:
+        assert focus[lesion].all() and not focus[ball((24, 24, 24), (12, 12, 12), 7) == 0].any()
+    else:
+        assert len(clicks["background"]) > 1  # a click was added on the false positives
+        assert not focus.any()

@@ -20,10 +20,8 @@ Settings (``--conf KEY VALUE``):
 - ``interactive``: ``true`` to host ``deepedit`` too, an interactive model that takes foreground and
   background clicks (3D Slicer's SmartEdit, the OHIF panel's Point Prompts) and its trainer; the app's
   labels then include ``background`` (label 0), which is how the plugins send background clicks;
-  ``deepedit_epochs`` (default 50), ``deepedit_sigma``, the width in voxels of each click's Gaussian
-  guidance signal in training and inference (default 3, MONAI's), and ``deepedit_click_loss``, the
-  weight in training of the cross-entropy on the error regions the simulated clicks stand in (default
-  0, MONAI's recipe)
+  ``deepedit_epochs`` (default 50) and ``deepedit_sigma``, the width in voxels of each click's Gaussian
+  guidance signal in training and inference (default 3, MONAI's)
 """
 
 from __future__ import annotations
@@ -160,15 +158,11 @@ def deepedit(
         sigma=sigma,
     )
     epochs = conf_int(conf, "deepedit_epochs", 50, minimum=1)
-    click_loss = conf_float(conf, "deepedit_click_loss", 0.0)
-    if not 0 <= click_loss < float("inf"):
-        raise ValueError(f"--conf deepedit_click_loss {click_loss}: expected a weight of 0 or more")
     trainer = DeepEditTrainer(
         "deepedit",
         labels=label_map,
         network_factory=task.network,
         guidance_sigma=sigma,
-        click_loss=click_loss,
         roi_size=config.roi_size,
         spacing=config.spacing,
         intensity=lambda key: intensity_transform(key, config.preset, config.window),

@@ -50,6 +50,9 @@ changed (the automatic model is the 160-epoch run's; the consistency rule keeps 
 
 and is reported beside the 160-epoch run, whatever it shows.
 
+``--click-loss W`` trains the DeepEdit model with the trainer's clicked-error loss at weight W; no
+registered run uses it yet (its development figures: ``interactive_probe.py --question focus``).
+
 Trained checkpoints are kept in ``--checkpoints`` and reused, so an inference-side change is measured
 without training again. Each model's file is named by the epochs, the training studies and a hash of the
 code that trains it (the pool, this script's training call, and that model's trainers, network,

@@ -4,7 +4,6 @@ run with it computes it from the clicks it simulates."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,7 +96,7 @@ def test_a_step_adds_the_weighted_clicked_error_term_to_the_objective() -> None:
 
 
 def test_training_with_the_click_loss_weighs_the_errors_of_its_simulated_clicks(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A short real run: every step with simulated clicks carries their error regions to the loss (what
     they hold: the simulated round's test below)."""
@@ -120,26 +119,25 @@ def test_training_with_the_click_loss_weighs_the_errors_of_its_simulated_clicks(
         return step_loss(self, state, batch, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DeepEditTrainer, "step_loss", spy)
-    with tempfile.TemporaryDirectory() as tmp:
-        items = []
-        for i in range(4):
-            image = np.random.default_rng(i).normal(0, 0.1, (24, 24, 24)).astype(np.float32)
-            label = ball((24, 24, 24), (12, 12, 12), 5).astype(np.uint8)
-            image[label == 1] += 1.0
-            for kind, data in (("image", image), ("label", label)):
-                path = Path(tmp) / f"{kind}{i}.nii.gz"
-                nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
-            items.append(
-                {"image": str(Path(tmp) / f"image{i}.nii.gz"), "label": str(Path(tmp) / f"label{i}.nii.gz")}
-            )
-        result = trainer.run(
-            TrainContext(
-                datalist=items,
-                output_dir=Path(tmp) / "out",
-                params={"max_epochs": 1, "early_stop_patience": -1},
-                validation=[items[-1]["image"]],
-            )
+    items = []
+    for i in range(4):
+        image = np.random.default_rng(i).normal(0, 0.1, (24, 24, 24)).astype(np.float32)
+        label = ball((24, 24, 24), (12, 12, 12), 5).astype(np.uint8)
+        image[label == 1] += 1.0
+        for kind, data in (("image", image), ("label", label)):
+            path = tmp_path / f"{kind}{i}.nii.gz"
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+        items.append(
+            {"image": str(tmp_path / f"image{i}.nii.gz"), "label": str(tmp_path / f"label{i}.nii.gz")}
         )
+    result = trainer.run(
+        TrainContext(
+            datalist=items,
+            output_dir=tmp_path / "out",
+            params={"max_epochs": 1, "early_stop_patience": -1},
+            validation=[items[-1]["image"]],
+        )
+    )
     assert result.best_checkpoint is not None
     assert len(seen) == 3  # every training study's step had clicks, and their errors went to the loss
 

@@ -103,7 +103,7 @@ from interactive import (
     write_pool,
 )
 
-from server.inference.click_consistency import within_reach
+from server.inference.click_consistency import region_at
 from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask
 from server.inference.segmentation import SegmentationConfig
 from server.training.deepedit import DeepEditTrainer
@@ -294,14 +294,10 @@ def local_fix_ceiling(task: DeepEditTask, net: torch.nn.Module) -> None:
 def fix_region(pred: np.ndarray, truth: np.ndarray, value: int, point: list[int]) -> None:
     """Set the error region (for structure ``value``) around ``point``, within the consistency rule's
     reach, to the truth."""
-    error = (pred == value) != (truth == value)
-    if not error[tuple(point)]:
-        return
-    lo, hi, ball = within_reach(point, pred.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    regions, _ = ndimage.label(error[box] & ball)
-    region = regions == regions[tuple(np.asarray(point) - lo)]
-    pred[box][region] = truth[box][region]
+    found = region_at((pred == value) != (truth == value), point)
+    if found is not None:
+        box, _, region = found
+        pred[box][region] = truth[box][region]
 
 
 def seeded_labels(task: DeepEditTask, net: torch.nn.Module) -> None:

@@ -96,6 +96,22 @@ def within_reach(point: Sequence[int], shape: Sequence[int]) -> tuple[np.ndarray
     return lo, hi, np.asarray(ball)
 
 
+def region_at(
+    mask: np.ndarray, point: Sequence[int]
+) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
+    """The part of ``mask`` (3D) connected to ``point`` within its reach (:func:`within_reach`): the
+    reach's box in the volume, its ball and the region, both masks of that box; None when ``point`` is
+    not in ``mask``."""
+    lo, hi, ball = within_reach(point, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    inside = mask[box] & ball
+    local = tuple(int(v) for v in np.asarray(point, dtype=int) - lo)
+    if not inside[local]:
+        return None
+    regions, _ = ndimage.label(inside)
+    return box, ball, regions == regions[local]
+
+
 def _band(smooth: np.ndarray, ball: np.ndarray, reference: float, noise: float) -> np.ndarray:
     """Voxels whose intensity lies between the half-way points to the brighter and darker tissue."""
     values = smooth[ball]

@@ -40,7 +40,7 @@ from monai.apps.deepedit.transforms import (
 from monai.transforms import Compose, MapTransform, Randomizable
 from scipy import ndimage
 
-from server.inference.click_consistency import within_reach
+from server.inference.click_consistency import region_at
 from server.inference.clicks import BACKGROUND
 from server.inference.deepedit import GUIDANCE_SIGMA, checked_sigma, guidance_channels, with_background
 from server.training.base import TrainState
@@ -120,15 +120,11 @@ def clicked_errors(
     consistency rule's reach. Empty around a click ``pred`` honours."""
     focus = np.zeros(truth.shape, dtype=bool)
     for name, points in clicks.items():
-        value = names[name]
+        missed = (truth == names[name]) & (pred != names[name])
         for point in points:
-            lo, hi, ball = within_reach(point[-3:], truth.shape)
-            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-            wrong = (truth[box] == value) & (pred[box] != value) & ball
-            local = tuple(int(v) for v in np.asarray(point[-3:]) - lo)
-            if wrong[local]:
-                regions, _ = ndimage.label(wrong)
-                region = regions == regions[local]
+            found = region_at(missed, point[-3:])
+            if found is not None:
+                box, ball, region = found
                 focus[box] |= ndimage.binary_dilation(region, iterations=CLICK_BAND) & ball
     return focus
 

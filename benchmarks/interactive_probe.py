@@ -68,6 +68,18 @@ lost automatic mode is the loss's doing, and no version raised the Dice after cl
     .venv/bin/python benchmarks/interactive_probe.py --question focus   # about 15 minutes (training)
     .venv/bin/python benchmarks/interactive_probe.py --question focus --click-loss 0.1
     .venv/bin/python benchmarks/interactive_probe.py --question focus --click-loss 1e-6   # the control
+
+Seventh question (``--question refine``): can the kept model's clicks be honoured after it predicts,
+without training? The same 10 clicks (development seeds 2000-2005, lesion and vessel) on four arms:
+``network`` alone; ``consistent``, the image rule (param ``click_consistency``); ``bias``, each click's
+label raised around it until it leads there (param ``click_bias``, ``--bias-width`` / ``--bias-margin``
+to try other settings); ``brs`` (with ``--brs``, several minutes), the backpropagating refinement of
+Jang & Kim (CVPR 2019): the guidance channels optimised (L-BFGS, at most :data:`BRS_ITERATIONS` steps,
+until every click is honoured) for the cross-entropy at the clicked voxels plus :data:`BRS_INERTIA` times
+their summed squared change. Prints the mean Dice after 0, 1, 3, 5 and 10 clicks, NoC@85 / NoC@90 and
+the seconds per call with clicks.
+
+    .venv/bin/python benchmarks/interactive_probe.py --question refine --brs   # 8 minutes
 """
 
 from __future__ import annotations
@@ -75,12 +87,15 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,6 +118,7 @@ from interactive import (
     write_pool,
 )
 
+from server.inference import click_bias
 from server.inference.click_consistency import region_at
 from server.inference.deepedit import GUIDANCE_SIGMA, DeepEditTask
 from server.inference.segmentation import SegmentationConfig
@@ -115,15 +131,22 @@ CLICKS = 5
 NARROW = 1  # voxels: the narrower guidance of --question sigma (MONAI's DeepEdit default is 3)
 MORE_STUDIES = 96  # --question studies: four times interactive.py's training studies
 FOCUS = 0.5  # --question focus: the clicked errors weigh half the whole crop's segmentation loss
+BRS_ITERATIONS = 20  # --question refine: BRS's L-BFGS steps at most (the paper's setting)
+BRS_INERTIA = 1e-3  # and the weight of the guidance's summed squared change (the paper's lambda)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--question", choices=("seeds", "clicks", "sigma", "ceiling", "studies", "focus"), default="seeds"
+        "--question",
+        choices=("seeds", "clicks", "sigma", "ceiling", "studies", "focus", "refine"),
+        default="seeds",
     )
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--click-loss", type=float, default=FOCUS, help="--question focus: the loss weight")
+    ap.add_argument("--brs", action="store_true", help="--question refine: add the BRS arm (slow)")
+    ap.add_argument("--bias-width", type=float, default=click_bias.WIDTH, help="--question refine")
+    ap.add_argument("--bias-margin", type=float, default=click_bias.MARGIN, help="--question refine")
     args = ap.parse_args()
     torch.set_num_threads(2)
     config = task_config()
@@ -140,6 +163,9 @@ def main() -> None:
         more_studies(task, net, config, kept, args.epochs)
     elif args.question == "focus":
         clicked_loss(task, net, config, kept, args.epochs, args.click_loss)
+    elif args.question == "refine":
+        click_bias.WIDTH, click_bias.MARGIN = args.bias_width, args.bias_margin
+        refinements(task, net, BrsTask(LABELS, config) if args.brs else None)
     else:
         seeded_labels(task, net)
 
@@ -289,6 +315,91 @@ def local_fix_ceiling(task: DeepEditTask, net: torch.nn.Module) -> None:
             + " ".join(f"@{n}:{mean[n]:.3f}" for n in (0, 1, 3, 5, 10))
             + f"  NoC@85 {nocs[0.85]:.2f}  NoC@90 {nocs[0.90]:.2f}"
         )
+
+
+def refinements(task: DeepEditTask, net: torch.nn.Module, brs: DeepEditTask | None) -> None:
+    """The same clicks on the network alone and on each way of honouring them after it predicts."""
+    names = {v: k for k, v in LABELS.items()}
+    arms: dict[str, tuple[DeepEditTask, dict[str, bool]]] = {
+        "network": (task, {"click_bias": False}),
+        "consistent": (task, {"click_consistency": True, "click_bias": False}),
+        "bias": (task, {"click_bias": True}),
+    }
+    if brs is not None:
+        arms["brs"] = (brs, {"click_bias": False})
+    curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
+    seconds: dict[str, list[float]] = {arm: [] for arm in arms}
+    for image, truth, work in dev_studies(CLICK_SEEDS):
+        for name in STRUCTURES:
+            value = LABELS[name]
+            for arm, (arm_task, flag) in arms.items():
+                clicks: dict[str, list[list[int]]] = {}
+                pred = run_task(arm_task, net, image, flag, work)
+                curve = [dice(pred == value, truth == value)]
+                for _ in range(MAX_CLICKS):
+                    point = next_click(pred, truth, value)
+                    if point is not None:
+                        owner = names.get(int(truth[tuple(point)]), "background")
+                        clicks.setdefault(owner, []).append(point)
+                        t = time.perf_counter()
+                        pred = run_task(arm_task, net, image, {**clicks, "label": name, **flag}, work)
+                        seconds[arm].append(time.perf_counter() - t)
+                    curve.append(dice(pred == value, truth == value))
+                curves[arm].append(curve)
+                print(image.name, name, f"{arm:<10}", " ".join(f"{d:.3f}" for d in curve), flush=True)
+    print(f"bias width {click_bias.WIDTH:g} voxels, margin {click_bias.MARGIN:g}")
+    for arm, rows in curves.items():
+        mean = np.mean(rows, axis=0)
+        nocs = {t: np.mean([noc(r, t)[0] for r in rows]) for t in (0.85, 0.90)}
+        print(
+            f"{arm:<10} n={len(rows)} "
+            + " ".join(f"@{n}:{mean[n]:.3f}" for n in (0, 1, 3, 5, 10))
+            + f"  NoC@85 {nocs[0.85]:.2f}  NoC@90 {nocs[0.90]:.2f}"
+            + f"  {np.median(seconds[arm]):.3f} s per call"
+        )
+
+
+class BrsTask(DeepEditTask):
+    """The DeepEdit task with backpropagating refinement (Jang & Kim, CVPR 2019) of its guidance."""
+
+    def network_scores(
+        self, x: torch.Tensor, networks: Sequence[torch.nn.Module], guidance: dict[str, list[list[int]]]
+    ) -> torch.Tensor:
+        made = [(self.names.index(n), p) for n in self.names for p in guidance[n]]
+        scores = super().network_scores(x, networks, guidance)
+        if not made:
+            return scores
+        labels = torch.tensor([label for label, _ in made])
+        points = torch.tensor([p for _, p in made])
+        net = networks[0]
+        for p in net.parameters():
+            p.requires_grad_(False)
+
+        def at_clicks(logits: torch.Tensor) -> torch.Tensor:
+            return logits[0][:, points[:, 0], points[:, 1], points[:, 2]].T
+
+        if bool((at_clicks(scores).argmax(1) == labels).all()):
+            return scores
+        start = x[:, 1:].clone()
+        change = torch.zeros_like(start, requires_grad=True)
+        optimiser = torch.optim.LBFGS([change], lr=1, max_iter=1, line_search_fn="strong_wolfe")
+        last: dict[str, Any] = {}
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            logits = net(torch.cat([x[:, :1], start + change], 1))
+            clicked = at_clicks(logits)
+            loss = F.cross_entropy(clicked, labels) + BRS_INERTIA * (change**2).sum()
+            loss.backward()
+            last["scores"], last["honoured"] = logits.detach(), bool((clicked.argmax(1) == labels).all())
+            return loss
+
+        for _ in range(BRS_ITERATIONS):
+            optimiser.step(closure)  # type: ignore[no-untyped-call]
+            if last["honoured"]:
+                break
+        result: torch.Tensor = last["scores"]
+        return result
 
 
 def fix_region(pred: np.ndarray, truth: np.ndarray, value: int, point: list[int]) -> None:

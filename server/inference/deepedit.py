@@ -5,9 +5,11 @@ a Gaussian around each of its clicks, built by MONAI's ``AddGuidanceSignalDeepEd
 the trainer (:mod:`server.training.deepedit`) uses on simulated clicks. With no clicks the guidance is
 zero and the model segments automatically, as DeepEdit does. Clicks arrive in the input file's voxel
 grid (:mod:`server.inference.clicks`) and are carried into the network's grid through the affines, so
-orientation and resampling change nothing for the client. With param ``click_consistency`` (off by
-default: measured, it helps the first click and harms later ones) every click then gets the label it
-asked for, with its region (:mod:`server.inference.click_consistency`).
+orientation and resampling change nothing for the client. After the network, param ``click_bias``
+(default :data:`CLICK_BIAS`) raises each click's label around it until it leads there
+(:mod:`server.inference.click_bias`), and param ``click_consistency`` (off by default: measured, it
+helps the first click and harms later ones) relabels each ignored click's region by the image
+(:mod:`server.inference.click_consistency`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.layers.convutils import gaussian_1d
 
 from server.errors import BadRequest
+from server.inference.click_bias import biased_probabilities, biased_scores
 from server.inference.click_consistency import consistent_labels
 from server.inference.clicks import BACKGROUND, Clicks, parse_clicks, to_grid
 from server.inference.request import InferRequest, InferResult, param_flag
@@ -38,6 +41,9 @@ MAX_GUIDANCE_SIGMA = 16.0
 # does): at 128^3 on two CPU cores 0.45 s, where 64^3 windows with a quarter overlap take 27 passes
 # (4.7 s). Larger volumes fall back to the model's sliding windows.
 WHOLE_VOLUME_VOXELS = 192**3
+# Param ``click_bias``'s default: every click's label raised around it until it leads there
+# (:mod:`server.inference.click_bias`).
+CLICK_BIAS = False
 
 
 def whole_volume_window(shape: Sequence[int], roi: Sequence[int]) -> tuple[int, ...]:
@@ -134,6 +140,7 @@ class DeepEditTask(SegmentationTask):
         super().check_params(params, input_ext)
         self.clicks(params)
         param_flag(params, "click_consistency")
+        param_flag(params, "click_bias")
 
     def inferer(
         self, data: Data, networks: Sequence[torch.nn.Module], device: torch.device, request: InferRequest
@@ -150,19 +157,29 @@ class DeepEditTask(SegmentationTask):
         if plain.shape[0] != 1:
             raise BadRequest(f"the model takes a single-channel image; the image has {plain.shape[0]}")
         x = torch.from_numpy(guidance_channels(plain.numpy(), guidance, self.sigma))[None].to(device)
-        c = self.config
-        window = whole_volume_window(grid, c.roi_size)
-        with torch.inference_mode():
-            scores = sliding_window_inference(
-                x, window, c.sw_batch_size, _predictor(networks), overlap=c.overlap, mode="constant"
-            )
-        assert isinstance(scores, torch.Tensor)
-        pred = scores[0].cpu()
+        pred = self.network_scores(x, networks, guidance)[0].cpu()
+        if param_flag(request.params, "click_bias", CLICK_BIAS):
+            made = [(self.names.index(name), p) for name in self.names for p in guidance[name]]
+            pred = biased_scores(pred, made) if len(networks) == 1 else biased_probabilities(pred, made)
         if param_flag(request.params, "click_consistency"):
             pred = self._consistent(pred, plain[0].numpy(), guidance, clicks.label)
         data["pred"] = MetaTensor(pred)
         data["clicks"] = clicks
         return data
+
+    def network_scores(
+        self, x: torch.Tensor, networks: Sequence[torch.nn.Module], guidance: dict[str, list[list[int]]]
+    ) -> torch.Tensor:
+        """The networks' scores (1, C, X, Y, Z) for ``x``: the image and the guidance channels built from
+        ``guidance`` (label name to clicks on the network's grid), which a subclass may use itself."""
+        c = self.config
+        window = whole_volume_window(x.shape[2:], c.roi_size)
+        with torch.inference_mode():
+            scores = sliding_window_inference(
+                x, window, c.sw_batch_size, _predictor(networks), overlap=c.overlap, mode="constant"
+            )
+        assert isinstance(scores, torch.Tensor)
+        return scores
 
     def _consistent(
         self,

@@ -133,6 +133,13 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     )[0]
     rule_mask = np.asarray(nib.load(rule).dataobj)
     assert rule_mask[tuple(first)] == 1 and rule_mask[tuple(second)] == 0
+    # So does the click bias, whichever way the call sets it.
+    for bias in (True, False):
+        sent = {**slicer_params(info, "deepedit", {"blob": [first], "background": [second]}, "blob")}
+        biased = np.asarray(
+            nib.load(client.infer("deepedit", study, {**sent, "click_bias": bias})[0]).dataobj
+        )
+        assert biased[tuple(first)] == 1 and biased[tuple(second)] == 0
 
     # One more click, on the other ball: the mask now covers it, and changed around the click.
     two = mask({"blob": [first, second], "background": []})
@@ -173,6 +180,7 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
         {"foreground": [[1, 2, 3]], "label": "liver"},  # not a label of the model
         {"blob": [[1, 2, True]]},
         {"blob": [[1, 2, 3]], "click_consistency": "maybe"},
+        {"blob": [[1, 2, 3]], "click_bias": "sometimes"},
     ],
 )
 def test_bad_clicks_are_a_400(trained: tuple[Server, Any], params: dict[str, Any]) -> None:

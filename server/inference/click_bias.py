@@ -18,9 +18,10 @@ The scores are logits (one network); an ensemble's mean probabilities are biased
 Measured before it was offered, on ``interactive.py``'s development studies (the lesions and vessels of
 seeds 2000-2005, its 10-click protocol, the 40-epoch DeepEdit model): Dice after 1, 3, 5 and 10
 clicks 0.699 / 0.798 / 0.834 / 0.869 against the network's 0.672 / 0.744 / 0.736 / 0.752, where the
-image rule of :mod:`server.inference.click_consistency` gives 0.705 / 0.746 / 0.599 / 0.404; about 3
-ms per call. The settings below are the first ones tried (a wider bump or a larger margin measured no
-better).
+image rule of :mod:`server.inference.click_consistency` gives 0.705 / 0.746 / 0.599 / 0.404
+(``interactive_probe.py --question refine``); no measurable time per call. The settings below are the
+first ones tried (a wider bump or a larger margin measured no better). Its registered run on the test
+studies (``benchmarks/results/interactive_bias.json``) is why it is on by default.
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ def test_info_lists_a_deepedit_model_the_plugins_offer(trained: tuple[Server, An
     assert model["labels"] == {"background": 0, "blob": 1}
     assert "background" in info["labels"] and "blob" in info["labels"]
     assert model["version"] >= 1  # the training job published a version
+    assert model["interactive"]["click_bias"] is True  # each click's label raised around it by default
     assert info["models"]["segmentation"]["type"] == "segmentation"  # the automatic model stays
 
 
@@ -155,10 +156,10 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
 
     # The clicks are kept with who gave them and the model version, then linked to the label saved.
     records = requests.get(f"{srv.url}/datastore/clicks", params={"image": study}, timeout=10).json()
-    assert [r["count"] for r in records] == [2, 2, 2, 2]
+    assert [r["count"] for r in records] == [2] * 6
     assert {r["author"] for r in records} == {"annotator-7"}
     assert {r["model_version"] for r in records} == {info["models"]["deepedit"]["version"]}
-    assert records[2]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
+    assert records[4]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
     assert all(r["label_version"] is None for r in records)
     out = tmp_path / "final.nii.gz"
     nib.save(nib.Nifti1Image(two.astype(np.uint8), nib.load(grow).affine), str(out))
@@ -168,7 +169,7 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     label_info = requests.get(
         f"{srv.url}/datastore/label/info", params={"label": study, "tag": "final"}, timeout=10
     ).json()
-    assert label_info["clicks"] == 8
+    assert label_info["clicks"] == 12
 
 
 @pytest.mark.parametrize(

@@ -134,13 +134,6 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     )[0]
     rule_mask = np.asarray(nib.load(rule).dataobj)
     assert rule_mask[tuple(first)] == 1 and rule_mask[tuple(second)] == 0
-    # So does the click bias, whichever way the call sets it.
-    for bias in (True, False):
-        sent = {**slicer_params(info, "deepedit", {"blob": [first], "background": [second]}, "blob")}
-        biased = np.asarray(
-            nib.load(client.infer("deepedit", study, {**sent, "click_bias": bias})[0]).dataobj
-        )
-        assert biased[tuple(first)] == 1 and biased[tuple(second)] == 0
 
     # One more click, on the other ball: the mask now covers it, and changed around the click.
     two = mask({"blob": [first, second], "background": []})
@@ -156,10 +149,10 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
 
     # The clicks are kept with who gave them and the model version, then linked to the label saved.
     records = requests.get(f"{srv.url}/datastore/clicks", params={"image": study}, timeout=10).json()
-    assert [r["count"] for r in records] == [2] * 6
+    assert [r["count"] for r in records] == [2, 2, 2, 2]
     assert {r["author"] for r in records} == {"annotator-7"}
     assert {r["model_version"] for r in records} == {info["models"]["deepedit"]["version"]}
-    assert records[4]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
+    assert records[2]["points"] == {"blob": [first, second]} and records[0]["label"] == "blob"
     assert all(r["label_version"] is None for r in records)
     out = tmp_path / "final.nii.gz"
     nib.save(nib.Nifti1Image(two.astype(np.uint8), nib.load(grow).affine), str(out))
@@ -169,7 +162,30 @@ def test_slicer_smartedit_clicks_steer_the_mask(trained: tuple[Server, Any], tmp
     label_info = requests.get(
         f"{srv.url}/datastore/label/info", params={"label": study, "tag": "final"}, timeout=10
     ).json()
-    assert label_info["clicks"] == 12
+    assert label_info["clicks"] == 8
+
+
+def test_the_click_bias_gives_an_ignored_click_its_label_around_it_only(
+    trained: tuple[Server, Any], tmp_path: Path
+) -> None:
+    srv, centres = trained
+    info = requests.get(f"{srv.url}/info/", timeout=10).json()
+    client = MONAILabelClient(srv.url, tmpdir=str(tmp_path))
+    study = f"blobs_{STUDIES:02d}"
+    first, _ = centres[study]
+    corner = [1, 1, 1]  # flat background, 7 voxels or more from either ball: nothing there to segment
+    sent = slicer_params(info, "deepedit", {"blob": [first, corner]}, "blob")
+
+    def mask(bias: bool) -> np.ndarray:
+        return np.asarray(nib.load(client.infer("deepedit", study, {**sent, "click_bias": bias})[0]).dataobj)
+
+    network, biased = mask(False), mask(True)
+    assert network[tuple(corner)] == 0, "the network alone took the click: nothing left to test"
+    assert biased[tuple(corner)] == 1 and biased[tuple(first)] == 1
+    moved = np.argwhere(network != biased)
+    assert np.abs(moved - np.asarray(corner)).max() <= 16, "the bias changed voxels beyond its bump"
+    assert np.array_equal(mask(True), biased)  # the default is on, and the same call gives the same mask
+    assert np.array_equal(np.asarray(nib.load(client.infer("deepedit", study, sent)[0]).dataobj), biased)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ After the network has predicted, for each click whose label does not lead at its
 :data:`WIDTH` voxels), just high enough that it does. The boundary moves out to the click and past it
 wherever the network's scores are as close as they are at the click, so the shell the click stands in
 follows it; where the network is sure, nothing moves, and nothing changes beyond the bump's support
-(4 sigma, 16 voxels). Clicks are taken in order; a later bump can undo an earlier click where the two
-meet, so the clicks go round again, up to :data:`PASSES` times.
+(4 sigma, 16 voxels). Clicks are taken in order; a later bump can undo part of an earlier one's work
+where the two meet, so the clicks go round again until every one leads, up to :data:`PASSES` times.
 
 The scores are logits (one network); an ensemble's mean probabilities are biased in log space.
 Measured before it was offered, on ``interactive.py``'s development studies (the lesions and vessels of
@@ -32,7 +32,10 @@ import torch
 
 WIDTH = 4.0  # voxels: a third of the 12-voxel reach of MONAI's default guidance (sigma 3, 4 sigma)
 MARGIN = 1.0  # score units (logits): the clicked label leads the runner-up by this at the click
-PASSES = 3  # rounds over the clicks: a later bump can undo an earlier click where two meet
+# Rounds over the clicks, until every click leads: a bump can undo part of another's work where two
+# clicks of different labels are a few voxels apart, and they settle in a few rounds (each leaves a
+# fraction of the last one's deficit). Two labels clicked on one voxel never settle; the later one wins.
+PASSES = 50
 TRUNCATE = 4.0  # the bump's support, in sigmas
 
 

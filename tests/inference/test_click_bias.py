@@ -81,3 +81,13 @@ def test_two_labels_clicked_on_one_voxel_end_with_the_last_click() -> None:
     click = [24, 24, 31]
     out = biased_scores(scores, [(1, click), (0, click)])
     assert torch.isfinite(out).all() and labels(out)[tuple(click)] == 0
+
+
+def test_clicks_of_two_labels_a_few_voxels_apart_both_hold_where_the_network_is_sure() -> None:
+    """Each bump undoes part of the other's work: the rounds go on until both clicks lead."""
+    scores = ball_scores(radius=6.0, steepness=4.0)
+    inside, outside = [24, 24, 26], [24, 24, 32]  # background 4 voxels deep, the ball 2 voxels out
+    out = biased_scores(scores, [(0, inside), (1, outside)])
+    for label, point in ((0, inside), (1, outside)):
+        at = out[:, point[0], point[1], point[2]]
+        assert float(at[label] - at[1 - label]) >= MARGIN - 1e-4

@@ -73,6 +73,16 @@ goal is read on ``bias``, the product's default, and reported whatever it shows:
     .venv/bin/python benchmarks/interactive.py --epochs 160 \
         --out benchmarks/results/interactive_e160_bias.json
 
+Run after a fix, 2026-12-03 (fifth; not blind): a curve of the fourth run's test studies (a lesion flat for
+six clicks) showed the click bias leaving a click unhonoured when two clicks of different labels sat a
+few voxels apart (three rounds over the clicks were too few), and the fix (rounds until every click
+leads) came from it. The same protocol on the fourth run's kept checkpoints, nothing else changed, to
+report what the shipped code does; reported beside the fourth whatever it shows, and no goal is claimed
+from it:
+
+    .venv/bin/python benchmarks/interactive.py --epochs 160 \
+        --out benchmarks/results/interactive_e160_bias_fix.json
+
 ``--click-loss W`` trains the DeepEdit model with the trainer's clicked-error loss at weight W; no
 registered run uses it yet (its development figures: ``interactive_probe.py --question focus``).
 

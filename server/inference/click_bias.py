@@ -17,7 +17,7 @@ where the two meet, so the clicks go round again until every one leads, up to :d
 The scores are logits (one network); an ensemble's mean probabilities are biased in log space.
 Measured before it was offered, on ``interactive.py``'s development studies (the lesions and vessels of
 seeds 2000-2005, its 10-click protocol, the 40-epoch DeepEdit model): Dice after 1, 3, 5 and 10
-clicks 0.699 / 0.798 / 0.834 / 0.869 against the network's 0.672 / 0.744 / 0.736 / 0.752, where the
+clicks 0.699 / 0.798 / 0.835 / 0.871 against the network's 0.672 / 0.744 / 0.736 / 0.752, where the
 image rule of :mod:`server.inference.click_consistency` gives 0.705 / 0.746 / 0.599 / 0.404
 (``interactive_probe.py --question refine``); no measurable time per call. The settings below are the
 first ones tried (a wider bump or a larger margin measured no better). Its registered run on the test

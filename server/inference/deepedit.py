@@ -160,13 +160,20 @@ class DeepEditTask(SegmentationTask):
         x = torch.from_numpy(guidance_channels(plain.numpy(), guidance, self.sigma))[None].to(device)
         pred = self.network_scores(x, networks, guidance)[0].cpu()
         if param_flag(request.params, "click_bias", CLICK_BIAS):
-            made = [(self.names.index(name), p) for name in self.names for p in guidance[name]]
+            made = self.channel_clicks(guidance)
             pred = biased_scores(pred, made) if len(networks) == 1 else biased_probabilities(pred, made)
         if param_flag(request.params, "click_consistency"):
             pred = self._consistent(pred, plain[0].numpy(), guidance, clicks.label)
         data["pred"] = MetaTensor(pred)
         data["clicks"] = clicks
         return data
+
+    def channel_clicks(
+        self, guidance: dict[str, list[list[int]]], order: Sequence[str] | None = None
+    ) -> list[tuple[int, list[int]]]:
+        """``(score channel, point)`` for every click of ``guidance`` (label name to points), label by
+        label in ``order`` (the model's labels by default), each label's clicks in the order made."""
+        return [(self.names.index(name), p) for name in order or self.names for p in guidance[name]]
 
     def network_scores(
         self, x: torch.Tensor, networks: Sequence[torch.nn.Module], guidance: dict[str, list[list[int]]]
@@ -192,7 +199,7 @@ class DeepEditTask(SegmentationTask):
         """``scores`` (C, X, Y, Z) with each click's region raised to its label: within a label in the
         order sent, the label being edited (``current``) last."""
         order = sorted(self.names, key=lambda name: name == current)
-        clicks = [(self.names.index(name), p) for name in order for p in guidance[name]]
+        clicks = self.channel_clicks(guidance, order)
         if all(int(scores[:, p[0], p[1], p[2]].argmax()) == label for label, p in clicks):
             return scores  # the network already agrees with every click
         labels = channel_argmax(scores)[0].numpy()

@@ -100,7 +100,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -407,37 +407,17 @@ class BrsTask(DeepEditTask):
         scores = super().network_scores(x, networks, guidance)
         if not made:
             return scores
-        labels = torch.tensor([label for label, _ in made])
-        points = torch.tensor([p for _, p in made])
         net = networks[0]
-        for p in net.parameters():
-            p.requires_grad_(False)
-
-        def at_clicks(logits: torch.Tensor) -> torch.Tensor:
-            return logits[0][:, points[:, 0], points[:, 1], points[:, 2]].T
-
-        if bool((at_clicks(scores).argmax(1) == labels).all()):
-            return scores
         start = x[:, 1:].clone()
         change = torch.zeros_like(start, requires_grad=True)
-        optimiser = torch.optim.LBFGS([change], lr=1, max_iter=1, line_search_fn="strong_wolfe")
-        last: dict[str, Any] = {}
-
-        def closure() -> torch.Tensor:
-            optimiser.zero_grad()
-            logits = net(torch.cat([x[:, :1], start + change], 1))
-            clicked = at_clicks(logits)
-            loss = F.cross_entropy(clicked, labels) + BRS_INERTIA * (change**2).sum()
-            loss.backward()
-            last["scores"], last["honoured"] = logits.detach(), bool((clicked.argmax(1) == labels).all())
-            return loss
-
-        for _ in range(BRS_ITERATIONS):
-            optimiser.step(closure)  # type: ignore[no-untyped-call]
-            if last["honoured"]:
-                break
-        result: torch.Tensor = last["scores"]
-        return result
+        return refined(
+            scores,
+            made,
+            net,
+            [change],
+            lambda: net(torch.cat([x[:, :1], start + change], 1)),
+            lambda: (change**2).sum(),
+        )
 
 
 class FbrsTask(DeepEditTask):
@@ -450,7 +430,7 @@ class FbrsTask(DeepEditTask):
     ) -> torch.Tensor:
         made = self.channel_clicks(guidance)
         net = networks[0]
-        head = net.model[2]  # MONAI's UNet: down-layer, the skip connection of the rest, top up-layer
+        head = net.get_submodule("model.2")  # MONAI's UNet: down-layer, skip connection, top up-layer
         kept: dict[str, torch.Tensor] = {}
         hook = head.register_forward_pre_hook(lambda _m, args: kept.update(features=args[0].detach()))
         try:
@@ -459,40 +439,61 @@ class FbrsTask(DeepEditTask):
             hook.remove()
         if not made or scores.shape[2:] != x.shape[2:]:  # one window over the whole volume only
             return scores
-        labels = torch.tensor([label for label, _ in made])
-        points = torch.tensor([p for _, p in made])
-
-        def at_clicks(logits: torch.Tensor) -> torch.Tensor:
-            return logits[0][:, points[:, 0], points[:, 1], points[:, 2]].T
-
-        if bool((at_clicks(scores).argmax(1) == labels).all()):
-            return scores
         features = kept["features"].clone()  # made in inference mode: a copy autograd can use
-        for p in net.parameters():
-            p.requires_grad_(False)
         shape = (1, features.shape[1], 1, 1, 1)
         scale = torch.ones(shape, requires_grad=True)
         shift = torch.zeros(shape, requires_grad=True)
-        optimiser = torch.optim.LBFGS([scale, shift], lr=1, max_iter=1, line_search_fn="strong_wolfe")
-        last: dict[str, Any] = {}
+        return refined(
+            scores,
+            made,
+            net,
+            [scale, shift],
+            lambda: head(features * scale + shift),
+            lambda: ((scale - 1) ** 2).sum() + (shift**2).sum(),
+        )
 
-        def closure() -> torch.Tensor:
-            optimiser.zero_grad()
-            logits = head(features * scale + shift)
-            clicked = at_clicks(logits)
-            change = ((scale - 1) ** 2).sum() + (shift**2).sum()
-            loss = F.cross_entropy(clicked, labels) + BRS_INERTIA * change
-            loss.backward()
-            last["scores"], last["honoured"] = logits.detach(), bool((clicked.argmax(1) == labels).all())
-            return loss
 
-        with torch.enable_grad():
-            for _ in range(BRS_ITERATIONS):
-                optimiser.step(closure)  # type: ignore[no-untyped-call]
-                if last["honoured"]:
-                    break
-        result: torch.Tensor = last["scores"]
-        return result
+def refined(
+    scores: torch.Tensor,
+    made: list[tuple[int, list[int]]],
+    net: torch.nn.Module,
+    variables: list[torch.Tensor],
+    logits: Callable[[], torch.Tensor],
+    change: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """BRS's optimisation, for both arms: ``variables`` (``logits()`` the network's output with them)
+    optimised with L-BFGS, at most :data:`BRS_ITERATIONS` steps and until every click leads, for the
+    cross-entropy at the clicked voxels plus :data:`BRS_INERTIA` times ``change()``; ``scores`` (the
+    network's output as it was) when the clicks lead already."""
+    labels = torch.tensor([label for label, _ in made])
+    points = torch.tensor([p for _, p in made])
+
+    def at_clicks(out: torch.Tensor) -> torch.Tensor:
+        return out[0][:, points[:, 0], points[:, 1], points[:, 2]].T
+
+    if bool((at_clicks(scores).argmax(1) == labels).all()):
+        return scores
+    for p in net.parameters():
+        p.requires_grad_(False)
+    optimiser = torch.optim.LBFGS(variables, lr=1, max_iter=1, line_search_fn="strong_wolfe")
+    last: dict[str, Any] = {}
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        out = logits()
+        clicked = at_clicks(out)
+        loss = F.cross_entropy(clicked, labels) + BRS_INERTIA * change()
+        loss.backward()
+        last["scores"], last["honoured"] = out.detach(), bool((clicked.argmax(1) == labels).all())
+        return loss
+
+    with torch.enable_grad():
+        for _ in range(BRS_ITERATIONS):
+            optimiser.step(closure)
+            if last["honoured"]:
+                break
+    result: torch.Tensor = last["scores"]
+    return result
 
 
 def fix_region(pred: np.ndarray, truth: np.ndarray, value: int, point: list[int]) -> None:

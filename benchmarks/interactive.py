@@ -407,7 +407,7 @@ def checkpoint(
     """Where ``model`` (``automatic`` or ``deepedit``, with its guidance ``sigma`` and ``click_loss``)
     trained by this code at these settings is kept: named by a hash of the pool, :func:`train` and the
     model's :data:`TRAINING_CODE`, so a change to the DeepEdit code leaves the automatic model's checkpoint
-    in use; with ``more``, that model trained ``more`` epochs further (:func:`continued`). Its training
+    in use; with ``more``, that model trained ``more`` epochs further (:func:`starting_from`). Its training
     seconds are kept beside it (``.json``)."""
     code = inspect.getsource(make_study) + inspect.getsource(train)
     code += "".join((REPO / f).read_text() for f in TRAINING_CODE[model])
@@ -432,15 +432,14 @@ def trained(
     return float(json.loads(seconds.read_text())["seconds"])
 
 
-def continued(
-    trainer: Any, start: Path, path: Path, items: list[dict[str, str]], work: Path, epochs: int, again: bool
-) -> float:
-    """:func:`trained`, starting from the kept checkpoint ``start`` instead of random weights: what the
-    product's retraining does from a model's published version (``TrainContext.initial_weights``). The
-    optimiser starts afresh, as it does there."""
+def starting_from(trainer: Any, start: Path) -> Any:
+    """``trainer``, made to start from the kept checkpoint ``start`` instead of random weights: what the
+    product's retraining does from a model's published version (``TrainContext.initial_weights``; the
+    optimiser starts afresh, as it does there). :func:`train`'s code is part of the checkpoints' names,
+    so the start is set on the trainer rather than passed through it."""
     load = trainer.load_initial
     trainer.load_initial = lambda network, _weights, device: load(network, start, device)
-    return trained(trainer, path, items, work, epochs, again)
+    return trainer
 
 
 def main() -> None:
@@ -493,20 +492,14 @@ def main() -> None:
             for name, trainer in trainers.items()
         }
         if args.more:  # the DeepEdit model evaluated is the kept one trained further
-            start, paths["deepedit"] = (
-                paths["deepedit"],
-                checkpoint(
-                    args.checkpoints,
-                    "deepedit",
-                    args.epochs,
-                    args.train,
-                    args.sigma,
-                    args.click_loss,
-                    args.more,
-                ),
+            start = paths["deepedit"]
+            paths["deepedit"] = checkpoint(
+                args.checkpoints, "deepedit", args.epochs, args.train, args.sigma, args.click_loss, args.more
             )
-            further = (train_items, root / "more", args.more, args.retrain)
-            seconds["deepedit_more"] = continued(deepedit_trainer(), start, paths["deepedit"], *further)
+            further = starting_from(deepedit_trainer(), start)
+            seconds["deepedit_more"] = trained(
+                further, paths["deepedit"], train_items, root / "more", args.more, args.retrain
+            )
         auto = (auto_task, loaded(auto_task, paths["automatic"]))
         edit = (edit_task, loaded(edit_task, paths["deepedit"]))
         arms = {arm: evaluate(auto, edit, test_items, work, flag) for arm, flag in ARMS.items()}

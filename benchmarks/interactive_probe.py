@@ -88,11 +88,11 @@ correction for the whole volume: on the 160-epoch model it flips whole structure
 (Dice after 10 clicks 0.235 against the click bias's 0.906, NoC@90 5.67 against 3.92, 5.1 s per call).
 
 ``--layer`` adds an arm where, before the bias, a click the network did not honour that stands on a
-boundary layer (a 6-neighbour has the clicked label already) relabels that layer: the voxels connected to
-it with its label and the clicked label on the same side, within :data:`LAYER_REACH` voxels (a boundary
-drawn a voxel off along a vessel, mended in one click). Explored on the model of ``--more 160``: worse
-than the bias alone (Dice after 10 clicks 0.882 against 0.921, NoC@90 3.25 against 2.50): the layer
-reaches past the error into boundary the network had right.
+boundary layer (a 6-neighbour has the clicked label already) relabels that layer: the voxels connected
+to it with its label and the clicked label on the same side, within the consistency rule's reach of 12
+voxels (a boundary drawn a voxel off along a vessel, mended in one click). Explored on the model of
+``--more 160``: worse than the bias alone (Dice after 10 clicks 0.882 against 0.921, NoC@90 3.25 against
+2.50): the layer reaches past the error into boundary the network had right.
 
 ``--more N`` runs the arms on the kept model trained N epochs more (``interactive.py --more``: the
 product's retraining from a model's published version), trained first unless it is kept.
@@ -126,13 +126,13 @@ from interactive import (
     REPO,
     TRAIN_STUDIES,
     checkpoint,
-    continued,
     deepest_voxel,
     dice,
     loaded,
     next_click,
     noc,
     run_task,
+    starting_from,
     task_config,
     trained,
     trainer_settings,
@@ -154,7 +154,6 @@ MORE_STUDIES = 96  # --question studies: four times interactive.py's training st
 FOCUS = 0.5  # --question focus: the clicked errors weigh half the whole crop's segmentation loss
 BRS_ITERATIONS = 20  # --question refine: BRS's L-BFGS steps at most (the paper's setting)
 BRS_INERTIA = 1e-3  # and the weight of the guidance's summed squared change (the paper's lambda)
-LAYER_REACH = 12  # --layer: voxels, the consistency rule's reach
 
 
 def main() -> None:
@@ -178,12 +177,12 @@ def main() -> None:
     task = DeepEditTask(LABELS, config)
     kept = REPO / "benchmarks" / ".cache" / "interactive"
     path = checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA)
-    if args.more:
-        start, path = (
-            path,
-            checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA, more=args.more),
-        )
-        further_trained(task, config, start, path, args.more)
+    if args.more:  # the kept model trained further (interactive.py --more), trained here unless kept
+        start = path
+        path = checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA, more=args.more)
+        trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **trainer_settings(config))
+        seconds = train_kept(starting_from(trainer, start), path, TRAIN_STUDIES, args.more)
+        print(f"{start.stem} trained {args.more} epochs more in {seconds:.0f} s", flush=True)
     net = loaded(task, path)
     if args.question == "clicks":
         ignored_clicks(task, net, verbose=True)
@@ -270,18 +269,6 @@ def train_kept(trainer: DeepEditTrainer, path: Path, studies: int, epochs: int) 
     with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
         items = write_pool(Path(tmp) / "train", range(studies))
         return trained(trainer, path, items, Path(tmp) / "deepedit", epochs, again=False)
-
-
-def further_trained(
-    task: DeepEditTask, config: SegmentationConfig, start: Path, path: Path, epochs: int
-) -> None:
-    """The kept model ``start`` trained ``epochs`` more on the same studies into ``path``
-    (``interactive.py --more``), unless it is kept."""
-    trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **trainer_settings(config))
-    with tempfile.TemporaryDirectory(prefix="ll-probe-") as tmp:
-        items = write_pool(Path(tmp) / "train", range(TRAIN_STUDIES))
-        seconds = continued(trainer, start, path, items, Path(tmp) / "deepedit", epochs, again=False)
-    print(f"{start.stem} trained {epochs} epochs more in {seconds:.0f} s", flush=True)
 
 
 def print_clicks(name: str, task: DeepEditTask, net: torch.nn.Module) -> None:
@@ -473,7 +460,7 @@ class FbrsTask(DeepEditTask):
 class LayerTask(DeepEditTask):
     """Before the click bias, a click the network did not honour that stands on a boundary layer (a
     6-neighbour has the clicked label already) relabels that layer: the voxels connected to it with its
-    label and the clicked label on the same side, within :data:`LAYER_REACH` voxels."""
+    label and the clicked label on the same side, within the consistency rule's reach (12 voxels)."""
 
     def network_scores(
         self, x: torch.Tensor, networks: Sequence[torch.nn.Module], guidance: dict[str, list[list[int]]]
@@ -491,39 +478,29 @@ class LayerTask(DeepEditTask):
 
 
 def same_side_layer(labels: np.ndarray, at: tuple[int, ...], label: int) -> np.ndarray | None:
-    """The voxels connected to ``at`` (6-connected, within :data:`LAYER_REACH`) that have its label and a
-    6-neighbour of ``label`` on a side where ``at`` has one; none when ``at`` has ``label`` or no such
-    neighbour."""
+    """The voxels connected to ``at`` within the consistency rule's reach (:func:`region_at`) that have
+    its label and a 6-neighbour of ``label`` on a side where ``at`` has one; none when ``at`` has
+    ``label`` or no such neighbour."""
     here = int(labels[at])
     if here == label:
         return None
-    sides = []
+    facing = np.zeros(labels.shape, bool)
     for axis in range(3):
         for step in (-1, 1):
-            n = list(at)
-            n[axis] += step
-            if 0 <= n[axis] < labels.shape[axis] and labels[tuple(n)] == label:
-                sides.append((axis, step))
-    if not sides:
+            neighbour = np.full(labels.shape, -1)
+            to, source = [slice(None)] * 3, [slice(None)] * 3
+            to[axis], source[axis] = (
+                (slice(0, -1), slice(1, None)) if step == 1 else (slice(1, None), slice(0, -1))
+            )
+            neighbour[tuple(to)] = labels[tuple(source)]
+            if neighbour[at] == label:  # a side where the click has the clicked label
+                facing |= neighbour == label
+    found = region_at((labels == here) & facing, at)
+    if found is None:
         return None
-    box = tuple(slice(max(c - LAYER_REACH, 0), c + LAYER_REACH + 1) for c in at)
-    local = labels[box]
-    facing = np.zeros(local.shape, bool)
-    for axis, step in sides:
-        shifted = np.full(local.shape, -1)
-        src = [slice(None)] * 3
-        dst = [slice(None)] * 3
-        if step == 1:
-            dst[axis], src[axis] = slice(0, -1), slice(1, None)
-        else:
-            dst[axis], src[axis] = slice(1, None), slice(0, -1)
-        shifted[tuple(dst)] = local[tuple(src)]
-        facing |= shifted == label
-    candidates = (local == here) & facing
-    regions, _ = ndimage.label(candidates)
-    origin = tuple(c - b.start for c, b in zip(at, box, strict=True))
+    box, _, region = found
     layer = np.zeros(labels.shape, bool)
-    layer[box] = regions == regions[origin]
+    layer[box] = region
     return layer
 
 

@@ -44,7 +44,9 @@ from server.inference.click_consistency import region_at
 from server.inference.clicks import BACKGROUND
 from server.inference.deepedit import GUIDANCE_SIGMA, checked_sigma, guidance_channels, with_background
 from server.training.base import TrainState
+from server.training.config import BadTrainParams, TrainConfig
 from server.training.segmentation import SegmentationTrainer
+from server.wire import parse_float, parse_int
 
 # MONAI logs every simulated click and every crop without a label at INFO.
 logging.getLogger("monai.apps.deepedit.transforms").setLevel(logging.WARNING)
@@ -52,6 +54,8 @@ logging.getLogger("monai.apps.deepedit.transforms").setLevel(logging.WARNING)
 # Voxels around a clicked error region that its loss weighs too: without them the cheapest way to honour
 # a click is to paint its label generously (measured on development studies: clicks taken, Dice lost).
 CLICK_BAND = 2
+# An upper bound on simulated click rounds per step: each round is one more forward pass of the batch.
+MAX_INTERACTIONS = 50
 
 
 class SeedClicksd(Randomizable, MapTransform):
@@ -137,6 +141,24 @@ def focused_cross_entropy(logits: torch.Tensor, label: torch.Tensor, focus: torc
     return (per_voxel * where).sum() / where.sum().clamp(min=1.0)
 
 
+def interaction_settings(values: Mapping[str, Any]) -> tuple[float, int]:
+    """``values``' ``interaction_probability`` (in [0, 1]) and ``max_interactions`` (0 to
+    :data:`MAX_INTERACTIONS`) in their wire forms, checked; :class:`BadTrainParams` names a wrong one."""
+    try:
+        probability = parse_float(values["interaction_probability"])
+    except ValueError:
+        raise BadTrainParams("interaction_probability must be a number in [0, 1]") from None
+    try:
+        rounds = parse_int(values["max_interactions"])
+    except ValueError:
+        raise BadTrainParams(f"max_interactions must be an integer from 0 to {MAX_INTERACTIONS}") from None
+    if not 0.0 <= probability <= 1.0:
+        raise BadTrainParams("interaction_probability must be a number in [0, 1]")
+    if not 0 <= rounds <= MAX_INTERACTIONS:
+        raise BadTrainParams(f"max_interactions must be an integer from 0 to {MAX_INTERACTIONS}")
+    return probability, rounds
+
+
 class DeepEditTrainer(SegmentationTrainer):
     """``labels`` without ``background`` (added as 0); ``network_factory`` is the DeepEdit task's and
     ``guidance_sigma`` its ``sigma`` (the guidance Gaussian's width, in voxels); ``click_loss`` the weight
@@ -159,8 +181,9 @@ class DeepEditTrainer(SegmentationTrainer):
         if not 0 <= click_loss < float("inf"):
             raise ValueError(f"the click loss weight must be 0 or more, not {click_loss}")
         self.click_loss = float(click_loss)
-        self.interaction_probability = interaction_probability
-        self.max_interactions = max_interactions
+        self.interaction_probability, self.max_interactions = interaction_settings(
+            {"interaction_probability": interaction_probability, "max_interactions": max_interactions}
+        )
         self.add_clicks = AddRandomGuidanceDeepEditd(keys="NA")
         self.discrepancy = FindDiscrepancyRegionsDeepEditd(keys="label")
         kwargs.setdefault("semi_supervised", {"enabled": False})
@@ -172,10 +195,26 @@ class DeepEditTrainer(SegmentationTrainer):
     def val_transforms(self) -> Compose:
         return Compose([*self.load_transforms(), CentreClicksd(self.names, self.guidance_sigma)])
 
+    def check_params(self, params: dict[str, Any]) -> TrainConfig:
+        """The common parameters, and this trainer's ``interaction_probability`` and ``max_interactions``
+        (shown in ``/info/``, so a client may send them back changed)."""
+        cfg = super().check_params(params)
+        self.interactions(params)
+        return cfg
+
+    def interactions(self, params: Mapping[str, Any]) -> tuple[float, int]:
+        """``(interaction_probability, max_interactions)``: the request's, else this trainer's."""
+        defaults = {
+            "interaction_probability": self.interaction_probability,
+            "max_interactions": self.max_interactions,
+        }
+        return interaction_settings({**defaults, **{k: params[k] for k in defaults if k in params}})
+
     def train_step(self, state: TrainState, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        if random.random() < self.interaction_probability:
-            for j in range(self.max_interactions):
-                batch = self.interact(state, batch, 1.0 - j / self.max_interactions)
+        probability, rounds = self.interactions(state.ctx.params)
+        if random.random() < probability:
+            for j in range(rounds):
+                batch = self.interact(state, batch, 1.0 - j / rounds)
         else:
             batch = dict(batch)
             image = batch["image"].clone()

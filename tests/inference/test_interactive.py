@@ -210,3 +210,20 @@ def test_bad_clicks_are_a_400(trained: tuple[Server, Any], params: dict[str, Any
     )
     assert r.status_code == 400, r.text
     assert r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "params", [{"max_interactions": -1}, {"max_interactions": "many"}, {"interaction_probability": 2}]
+)
+def test_bad_simulated_click_settings_in_a_train_request_are_a_422(
+    trained: tuple[Server, Any], params: dict[str, Any]
+) -> None:
+    """``/info/`` shows the DeepEdit trainer's ``max_interactions`` and ``interaction_probability``, which
+    Slicer's training options send back edited: a wrong one is refused, as every bad training parameter
+    is, before any job starts."""
+    srv, _ = trained
+    before = requests.get(f"{srv.url}/train/", timeout=10).json()
+    r = requests.post(f"{srv.url}/train/deepedit", json={"max_epochs": 1, **params}, timeout=10)
+    assert r.status_code == 422, r.text
+    assert "interaction" in r.json()["detail"]
+    assert requests.get(f"{srv.url}/train/", timeout=10).json() == before

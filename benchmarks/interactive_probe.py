@@ -95,11 +95,15 @@ voxels (a boundary drawn a voxel off along a vessel, mended in one click). Explo
 2.50): the layer reaches past the error into boundary the network had right.
 
 ``--more N`` runs the arms on the kept model trained N epochs more (``interactive.py --more``: the
-product's retraining from a model's published version), trained first unless it is kept.
+product's retraining from a model's published version), trained first unless it is kept;
+``--interactions R`` has that further training simulate R click rounds per step instead of the trainer's 3
+(the seventh registered run's rule in ``interactive.py`` reads this on ``--more 80 --interactions 10``).
 
     .venv/bin/python benchmarks/interactive_probe.py --question refine --fbrs --epochs 160   # 12 minutes
     .venv/bin/python benchmarks/interactive_probe.py --question refine --epochs 160 --more 160   # 35 minutes
     .venv/bin/python benchmarks/interactive_probe.py --question refine --layer --epochs 160 --more 160
+    .venv/bin/python benchmarks/interactive_probe.py --question refine --epochs 160 --more 80 \
+        --interactions 10
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interactive import (
     EPOCHS,
+    INTERACTIONS,
     LABELS,
     MAX_CLICKS,
     REPO,
@@ -169,6 +174,9 @@ def main() -> None:
     ap.add_argument("--fbrs", action="store_true", help="--question refine: add the f-BRS arm")
     ap.add_argument("--layer", action="store_true", help="--question refine: add the layer arm")
     ap.add_argument("--more", type=int, default=0, help="the kept model trained this many epochs more")
+    ap.add_argument(
+        "--interactions", type=int, default=INTERACTIONS, help="--more: the further training's click rounds"
+    )
     ap.add_argument("--bias-width", type=float, default=click_bias.WIDTH, help="--question refine")
     ap.add_argument("--bias-margin", type=float, default=click_bias.MARGIN, help="--question refine")
     args = ap.parse_args()
@@ -179,8 +187,21 @@ def main() -> None:
     path = checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA)
     if args.more:  # the kept model trained further (interactive.py --more), trained here unless kept
         start = path
-        path = checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA, more=args.more)
-        trainer = DeepEditTrainer(labels=LABELS, network_factory=task.network, **trainer_settings(config))
+        path = checkpoint(
+            kept,
+            "deepedit",
+            args.epochs,
+            TRAIN_STUDIES,
+            GUIDANCE_SIGMA,
+            more=args.more,
+            interactions=args.interactions,
+        )
+        trainer = DeepEditTrainer(
+            labels=LABELS,
+            network_factory=task.network,
+            max_interactions=args.interactions,
+            **trainer_settings(config),
+        )
         seconds = train_kept(starting_from(trainer, start), path, TRAIN_STUDIES, args.more)
         print(f"{start.stem} trained {args.more} epochs more in {seconds:.0f} s", flush=True)
     net = loaded(task, path)

@@ -182,7 +182,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     config = task_config()
-    task = DeepEditTask(LABELS, config)
+    bias = {"bias_width": args.bias_width, "bias_margin": args.bias_margin}  # --question refine's
+    task = DeepEditTask(LABELS, config, **bias)
     kept = REPO / "benchmarks" / ".cache" / "interactive"
     path = checkpoint(kept, "deepedit", args.epochs, TRAIN_STUDIES, GUIDANCE_SIGMA)
     if args.more:  # the kept model trained further (interactive.py --more), trained here unless kept
@@ -216,10 +217,9 @@ def main() -> None:
     elif args.question == "focus":
         clicked_loss(task, net, config, kept, args.epochs, args.click_loss)
     elif args.question == "refine":
-        click_bias.WIDTH, click_bias.MARGIN = args.bias_width, args.bias_margin
-        brs = BrsTask(LABELS, config) if args.brs else None
-        fbrs = FbrsTask(LABELS, config) if args.fbrs else None
-        refinements(task, net, brs, fbrs, LayerTask(LABELS, config) if args.layer else None)
+        brs = BrsTask(LABELS, config, **bias) if args.brs else None
+        fbrs = FbrsTask(LABELS, config, **bias) if args.fbrs else None
+        refinements(task, net, brs, fbrs, LayerTask(LABELS, config, **bias) if args.layer else None)
     else:
         seeded_labels(task, net)
 
@@ -418,7 +418,7 @@ def refinements(
                     curve.append(dice(pred == value, truth == value))
                 curves[arm].append(curve)
                 print(image.name, name, f"{arm:<10}", " ".join(f"{d:.3f}" for d in curve), flush=True)
-    print(f"bias width {click_bias.WIDTH:g} voxels, margin {click_bias.MARGIN:g}")
+    print(f"bias width {task.bias_width:g} voxels, margin {task.bias_margin:g}")
     print_curves(curves, seconds)
 
 

@@ -39,8 +39,14 @@ PASSES = 50
 TRUNCATE = 4.0  # the bump's support, in sigmas
 
 
-def biased_scores(scores: torch.Tensor, clicks: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-    """``scores`` (C, X, Y, Z) logits, with each click's label raised around it until it leads there.
+def biased_scores(
+    scores: torch.Tensor,
+    clicks: Sequence[tuple[int, Sequence[int]]],
+    width: float = WIDTH,
+    margin: float = MARGIN,
+) -> torch.Tensor:
+    """``scores`` (C, X, Y, Z) logits, with each click's label raised around it until it leads there by
+    ``margin`` (a bump of sigma ``width`` voxels).
 
     ``clicks``: ``(channel, [i, j, k])`` in the order they were made, on the scores' grid. Returns a
     new tensor; ``scores`` is not changed."""
@@ -52,10 +58,10 @@ def biased_scores(scores: torch.Tensor, clicks: Sequence[tuple[int, Sequence[int
             i, j, k = (int(v) for v in point)
             at = out[:, i, j, k]
             rival = torch.cat([at[:label], at[label + 1 :]]).max()
-            need = float(rival - at[label]) + MARGIN
+            need = float(rival - at[label]) + margin
             if need <= 0:
                 continue
-            box, bump = gaussian_bump(shape, point)
+            box, bump = gaussian_bump(shape, point, width)
             out[label][box] += need * bump
             raised = True
         if not raised:
@@ -64,21 +70,26 @@ def biased_scores(scores: torch.Tensor, clicks: Sequence[tuple[int, Sequence[int
 
 
 def biased_probabilities(
-    probabilities: torch.Tensor, clicks: Sequence[tuple[int, Sequence[int]]]
+    probabilities: torch.Tensor,
+    clicks: Sequence[tuple[int, Sequence[int]]],
+    width: float = WIDTH,
+    margin: float = MARGIN,
 ) -> torch.Tensor:
     """:func:`biased_scores` for (C, X, Y, Z) probabilities (an ensemble's mean): biased as logs, so the
     margin means the same odds; returns the biased log probabilities' exponent (same argmax)."""
-    return torch.exp(biased_scores(torch.log(probabilities.clamp_min(1e-6)), clicks))
+    return torch.exp(biased_scores(torch.log(probabilities.clamp_min(1e-6)), clicks, width, margin))
 
 
-def gaussian_bump(shape: Sequence[int], point: Sequence[int]) -> tuple[tuple[slice, ...], torch.Tensor]:
+def gaussian_bump(
+    shape: Sequence[int], point: Sequence[int], width: float = WIDTH
+) -> tuple[tuple[slice, ...], torch.Tensor]:
     """The box of a volume of ``shape`` within the bump's support around ``point``, and the bump there
-    (1 at the point, sigma :data:`WIDTH`)."""
-    reach = int(TRUNCATE * WIDTH)
+    (1 at the point, sigma ``width`` voxels)."""
+    reach = int(TRUNCATE * width)
     box, axes = [], []
     for c, n in zip((int(v) for v in point), (int(v) for v in shape), strict=True):
         lo, hi = max(c - reach, 0), min(c + reach + 1, n)
         box.append(slice(lo, hi))
-        axes.append(torch.exp(-((torch.arange(lo, hi, dtype=torch.float32) - c) ** 2) / (2 * WIDTH**2)))
+        axes.append(torch.exp(-((torch.arange(lo, hi, dtype=torch.float32) - c) ** 2) / (2 * width**2)))
     bump = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return tuple(box), bump

@@ -25,7 +25,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.layers.convutils import gaussian_1d
 
 from server.errors import BadRequest
-from server.inference.click_bias import biased_probabilities, biased_scores
+from server.inference.click_bias import MARGIN, WIDTH, biased_probabilities, biased_scores
 from server.inference.click_consistency import consistent_labels
 from server.inference.clicks import BACKGROUND, Clicks, parse_clicks, to_grid
 from server.inference.request import InferRequest, InferResult, param_flag
@@ -117,7 +117,8 @@ class DeepEditTask(SegmentationTask):
     """``labels`` without ``background``; it is added as label 0. ``/info/`` lists the model as
     ``deepedit`` with all labels, which is what makes 3D Slicer's SmartEdit section and the OHIF panel's
     Point Prompts offer it (and send one click list per label). ``sigma``: the guidance Gaussian's width in
-    voxels of the network's grid; it must be the one the model was trained with."""
+    voxels of the network's grid; it must be the one the model was trained with. ``bias_width`` and
+    ``bias_margin``: the click bias's bump (voxels) and lead (logits), :mod:`server.inference.click_bias`."""
 
     type: ClassVar[str] = "deepedit"
 
@@ -127,8 +128,16 @@ class DeepEditTask(SegmentationTask):
         config: SegmentationConfig | None = None,
         description: str = "",
         sigma: float = GUIDANCE_SIGMA,
+        *,
+        bias_width: float = WIDTH,
+        bias_margin: float = MARGIN,
     ) -> None:
         self.sigma = checked_sigma(sigma)
+        if not (0 < bias_width < float("inf") and 0 <= bias_margin < float("inf")):
+            raise ValueError(
+                f"the click bias needs a width > 0 and a margin >= 0, not {bias_width}, {bias_margin}"
+            )
+        self.bias_width, self.bias_margin = float(bias_width), float(bias_margin)
         names = with_background(labels)
         base = config or SegmentationConfig()
         super().__init__(names, replace(base, in_channels=1 + len(names)), description)
@@ -161,7 +170,8 @@ class DeepEditTask(SegmentationTask):
         pred = self.network_scores(x, networks, guidance)[0].cpu()
         if param_flag(request.params, "click_bias", CLICK_BIAS):
             made = self.channel_clicks(guidance)
-            pred = biased_scores(pred, made) if len(networks) == 1 else biased_probabilities(pred, made)
+            bias = biased_scores if len(networks) == 1 else biased_probabilities
+            pred = bias(pred, made, self.bias_width, self.bias_margin)
         if param_flag(request.params, "click_consistency"):
             pred = self._consistent(pred, plain[0].numpy(), guidance, clicks.label)
         data["pred"] = MetaTensor(pred)

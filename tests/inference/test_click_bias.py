@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from server.inference.click_bias import MARGIN, TRUNCATE, WIDTH, biased_probabilities, biased_scores
+from server.inference.deepedit import DeepEditTask
+from server.inference.request import InferRequest
+from server.inference.segmentation import SegmentationConfig
 
 SIZE = 48
 CENTRE = np.array([24, 24, 24])
@@ -91,3 +97,52 @@ def test_clicks_of_two_labels_a_few_voxels_apart_both_hold_where_the_network_is_
     for label, point in ((0, inside), (1, outside)):
         at = out[:, point[0], point[1], point[2]]
         assert float(at[label] - at[1 - label]) >= MARGIN - 1e-4
+
+
+@pytest.mark.parametrize(("width", "margin"), [(2.0, 1.0), (4.0, 3.0)])
+def test_a_model_s_own_width_and_margin_shape_the_bump(width: float, margin: float) -> None:
+    """A task's ``bias_width`` and ``bias_margin`` reach ``biased_scores``: the clicked label leads by the
+    margin, and nothing moves beyond the narrower bump's support."""
+    scores = ball_scores(radius=6.0)
+    click = [24, 24, 32]
+    out = biased_scores(scores, [(1, click)], width=width, margin=margin)
+    at = out[:, 24, 24, 32]
+    assert float(at[1] - at[0]) == pytest.approx(margin, abs=1e-4)
+    reach = int(TRUNCATE * width)
+    far = np.ones(scores.shape[1:], bool)
+    far[tuple(slice(max(c - reach, 0), c + reach + 1) for c in click)] = False
+    assert torch.equal(out[:, far], scores[:, far])
+    if width < WIDTH:  # the default bump reaches voxels this one leaves alone
+        assert not torch.equal(biased_scores(scores, [(1, click)])[:, far], scores[:, far])
+
+
+@pytest.mark.parametrize(("width", "margin"), [(0.0, 1.0), (-1.0, 1.0), (4.0, -0.5), (float("nan"), 1.0)])
+def test_a_deepedit_task_refuses_a_bias_it_cannot_draw(width: float, margin: float) -> None:
+    with pytest.raises(ValueError, match="click bias"):
+        DeepEditTask({"lesion": 1}, bias_width=width, bias_margin=margin)
+
+
+def test_a_deepedit_call_biases_with_its_task_s_width_and_margin(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import server.inference.deepedit as deepedit
+
+    seen: list[tuple[float, float]] = []
+
+    def spy(scores: torch.Tensor, clicks: object, width: float, margin: float) -> torch.Tensor:
+        seen.append((width, margin))
+        return scores
+
+    monkeypatch.setattr(deepedit, "biased_scores", spy)
+    config = SegmentationConfig(preset="mr", spacing=None, roi_size=(16, 16, 16))
+    task = DeepEditTask({"lesion": 1}, config, bias_width=2.5, bias_margin=0.5)
+    image = tmp_path / "study.nii.gz"
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32), np.eye(4)),
+        str(image),
+    )
+    request = InferRequest(
+        "deepedit", image, ".nii.gz", tmp_path, {"lesion": [[8, 8, 8]], "click_bias": True}
+    )
+    task.run(request, [task.network().eval()], torch.device("cpu"))
+    assert seen == [(2.5, 0.5)]

@@ -498,17 +498,23 @@ def main() -> None:
         test_items = write_pool(root / "test", range(1000, 1000 + args.test))
         work = root / "work"
         work.mkdir()
-        paths = {
-            "automatic": checkpoint(args.checkpoints, "automatic", args.epochs, args.train),
-            "deepedit": checkpoint(
+        first_rounds = INTERACTIONS if args.more else args.interactions  # --more: the further training's
+
+        def deepedit_checkpoint(more: int, interactions: int) -> Path:
+            return checkpoint(
                 args.checkpoints,
                 "deepedit",
                 args.epochs,
                 args.train,
                 args.sigma,
                 args.click_loss,
-                interactions=INTERACTIONS if args.more else args.interactions,
-            ),
+                more,
+                interactions,
+            )
+
+        paths = {
+            "automatic": checkpoint(args.checkpoints, "automatic", args.epochs, args.train),
+            "deepedit": deepedit_checkpoint(0, first_rounds),
         }
 
         def deepedit_trainer(interactions: int) -> DeepEditTrainer:
@@ -523,7 +529,7 @@ def main() -> None:
 
         trainers = {
             "automatic": SegmentationTrainer(labels=LABELS, network_factory=auto_task.network, **common),
-            "deepedit": deepedit_trainer(INTERACTIONS if args.more else args.interactions),
+            "deepedit": deepedit_trainer(first_rounds),
         }
         seconds = {
             name: trained(trainer, paths[name], train_items, root / name, args.epochs, args.retrain)
@@ -531,16 +537,7 @@ def main() -> None:
         }
         if args.more:  # the DeepEdit model evaluated is the kept one trained further
             start = paths["deepedit"]
-            paths["deepedit"] = checkpoint(
-                args.checkpoints,
-                "deepedit",
-                args.epochs,
-                args.train,
-                args.sigma,
-                args.click_loss,
-                args.more,
-                args.interactions,
-            )
+            paths["deepedit"] = deepedit_checkpoint(args.more, args.interactions)
             further = starting_from(deepedit_trainer(args.interactions), start)
             seconds["deepedit_more"] = trained(
                 further, paths["deepedit"], train_items, root / "more", args.more, args.retrain

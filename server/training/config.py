@@ -52,9 +52,9 @@ class SemiSupervisedConfig:
                 raise BadTrainParams(f"semi_supervised: unknown keys {', '.join(sorted(unknown))}")
             for f in fields(cls):
                 if f.name in value:
-                    values[f.name] = _coerce(f"semi_supervised.{f.name}", str(f.type), value[f.name])
+                    values[f.name] = coerce_param(f"semi_supervised.{f.name}", str(f.type), value[f.name])
         else:
-            values["enabled"] = _coerce("semi_supervised", "bool", value)
+            values["enabled"] = coerce_param("semi_supervised", "bool", value)
         cfg = cls(**values)
         cfg.check()
         return cfg
@@ -109,7 +109,7 @@ class TrainConfig:
                 if f.name == "semi_supervised" and f.name in source:
                     values[f.name] = SemiSupervisedConfig.build(values.get(f.name), source[f.name])
                 elif f.name in source:
-                    values[f.name] = _coerce(f.name, str(f.type), source[f.name])
+                    values[f.name] = coerce_param(f.name, str(f.type), source[f.name])
         cfg = cls(**values)
         cfg.check()
         return cfg
@@ -137,7 +137,7 @@ class TrainConfig:
 _PARSERS = {"bool": parse_bool, "int": parse_int, "float": parse_float}
 
 
-def _coerce(name: str, type_name: str, value: Any) -> Any:
+def coerce_param(name: str, type_name: str, value: Any) -> Any:
     """The wire forms of :mod:`server.wire` (a choice list counts as its first element)."""
     parse = _PARSERS.get(type_name)
     if parse is None:

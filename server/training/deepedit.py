@@ -44,9 +44,8 @@ from server.inference.click_consistency import region_at
 from server.inference.clicks import BACKGROUND
 from server.inference.deepedit import GUIDANCE_SIGMA, checked_sigma, guidance_channels, with_background
 from server.training.base import TrainState
-from server.training.config import BadTrainParams, TrainConfig
+from server.training.config import BadTrainParams, TrainConfig, coerce_param
 from server.training.segmentation import SegmentationTrainer
-from server.wire import parse_float, parse_int
 
 # MONAI logs every simulated click and every crop without a label at INFO.
 logging.getLogger("monai.apps.deepedit.transforms").setLevel(logging.WARNING)
@@ -144,14 +143,8 @@ def focused_cross_entropy(logits: torch.Tensor, label: torch.Tensor, focus: torc
 def interaction_settings(values: Mapping[str, Any]) -> tuple[float, int]:
     """``values``' ``interaction_probability`` (in [0, 1]) and ``max_interactions`` (0 to
     :data:`MAX_INTERACTIONS`) in their wire forms, checked; :class:`BadTrainParams` names a wrong one."""
-    try:
-        probability = parse_float(values["interaction_probability"])
-    except ValueError:
-        raise BadTrainParams("interaction_probability must be a number in [0, 1]") from None
-    try:
-        rounds = parse_int(values["max_interactions"])
-    except ValueError:
-        raise BadTrainParams(f"max_interactions must be an integer from 0 to {MAX_INTERACTIONS}") from None
+    probability = coerce_param("interaction_probability", "float", values["interaction_probability"])
+    rounds = coerce_param("max_interactions", "int", values["max_interactions"])
     if not 0.0 <= probability <= 1.0:
         raise BadTrainParams("interaction_probability must be a number in [0, 1]")
     if not 0 <= rounds <= MAX_INTERACTIONS:
